@@ -1,0 +1,54 @@
+"""Validation helpers for public boundaries.
+
+Errors name the argument, what it got and what was wanted, so a user can fix
+the call without reading the source.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def shape_str(shape) -> str:
+    return "(" + ", ".join(str(int(s)) for s in shape) + ")"
+
+
+def check_float_array(name: str, x, ndim: int | None = None, *, what: str = "") -> None:
+    """Raise TypeError/ValueError unless ``x`` is a float32/float64 array of ``ndim`` dims.
+
+    ``x`` may be a NumPy array or anything array-like with ``shape`` and
+    ``dtype`` (a Numba CUDA device array, for instance). ``what`` describes the
+    expected layout, e.g. ``"(N, C, H, W)"``.
+    """
+    if not (hasattr(x, "shape") and hasattr(x, "dtype")):
+        raise TypeError(f"{name} must be an array, got {type(x).__name__}")
+    if np.dtype(x.dtype) not in FLOAT_DTYPES:
+        raise TypeError(
+            f"{name} must be float32 or float64, got dtype {np.dtype(x.dtype)}"
+            " (convert with .astype(np.float32))"
+        )
+    if ndim is not None and len(x.shape) != ndim:
+        want = what or f"{ndim} dimensions"
+        raise ValueError(
+            f"{name} must have {ndim} dimensions {want}, got shape {shape_str(x.shape)}"
+        )
+
+
+def check_same_dtype(name_a: str, a, name_b: str, b) -> None:
+    if np.dtype(a.dtype) != np.dtype(b.dtype):
+        raise TypeError(
+            f"{name_a} has dtype {np.dtype(a.dtype)} but {name_b} has dtype "
+            f"{np.dtype(b.dtype)}; they must match (use .astype or Module.to(dtype))"
+        )
+
+
+def pair(value, name: str) -> tuple[int, int]:
+    """An int or a pair of ints -> (a, b), like torch's _pair; validated."""
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        return int(value), int(value)
+    if isinstance(value, (tuple, list)) and len(value) == 2 and all(
+        isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in value
+    ):
+        return int(value[0]), int(value[1])
+    raise TypeError(f"{name} must be an int or a pair of ints, got {value!r}")

@@ -1,0 +1,1 @@
+"""MNIST and distorted-MNIST data."""

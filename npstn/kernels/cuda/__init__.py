@@ -1,0 +1,1 @@
+"""CUDA kernels: @cuda.jit, a thread per output element (or the CUDA simulator)."""

@@ -1,0 +1,49 @@
+"""Shared helpers for the CUDA backend.
+
+Public functions accept NumPy arrays (copied to the device and the result
+copied back) or Numba device arrays (kept on the device; the result is a
+device array too). Under ``NUMBA_ENABLE_CUDASIM=1`` the same code runs in
+Numba's CUDA simulator, which is how CI tests these kernels without a GPU.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+THREADS_PER_BLOCK = 256
+
+
+def cuda_module():
+    """Import numba.cuda lazily, with an actionable error when it is unusable."""
+    try:
+        from numba import cuda
+    except Exception as exc:  # pragma: no cover - depends on the installation
+        raise RuntimeError(
+            "the 'cuda' backend needs numba's CUDA support (pip install 'npstn[cuda]'); "
+            f"importing numba.cuda failed: {exc}"
+        ) from exc
+    if not cuda.is_available():
+        raise RuntimeError(
+            "the 'cuda' backend found no usable CUDA GPU; use backend='cpu', or set "
+            "NUMBA_ENABLE_CUDASIM=1 (before numba is imported) to run the kernels in "
+            "Numba's CUDA simulator"
+        )
+    return cuda
+
+
+def is_device_array(x) -> bool:
+    """True for a Numba CUDA device array (real or simulated)."""
+    from numba import cuda
+
+    return cuda.is_cuda_array(x) and not isinstance(x, np.ndarray)
+
+
+def to_device(x):
+    """(device array, was_on_host) for a NumPy or device array."""
+    cuda = cuda_module()
+    if is_device_array(x):
+        return x, False
+    return cuda.to_device(np.ascontiguousarray(x)), True
+
+
+def blocks_for(n: int, threads: int = THREADS_PER_BLOCK) -> int:
+    return max(1, (int(n) + threads - 1) // threads)

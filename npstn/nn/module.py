@@ -1,0 +1,252 @@
+"""The module protocol: Parameter, Module, Sequential.
+
+There is no autodiff. A Module's ``forward(x)`` computes its output and caches
+whatever its ``backward(grad_out)`` needs; ``backward`` *accumulates* the
+gradient of the loss with respect to each of the module's Parameters into
+``Parameter.grad`` and *returns* the gradient with respect to the module's
+input. Calling a module calls ``forward``.
+
+Names, attributes and state-dict keys follow ``torch.nn`` (``"0.weight"``,
+``"loc.2.bias"``...), so code and intuition move across.
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Iterator
+
+import numpy as np
+
+from npstn._checks import FLOAT_DTYPES, shape_str
+
+
+class Parameter:
+    """A trainable array with its gradient.
+
+    Attributes
+    ----------
+    data : np.ndarray
+        The value (float32 or float64).
+    grad : np.ndarray
+        Same shape and dtype as ``data``; ``backward`` accumulates into it and
+        ``Module.zero_grad`` resets it.
+    lr_mult : float
+        Learning-rate multiplier the optimisers apply to this parameter (the
+        paper trains localisation networks at a fraction of the base rate).
+    """
+
+    __slots__ = ("data", "grad", "lr_mult")
+
+    def __init__(self, data, lr_mult: float = 1.0):
+        data = np.asarray(data)
+        if data.dtype not in FLOAT_DTYPES:
+            data = data.astype(np.float32)
+        self.data = np.ascontiguousarray(data)
+        self.grad = np.zeros_like(self.data)
+        self.lr_mult = float(lr_mult)
+
+    @property
+    def shape(self):
+        return self.data.shape
+
+    @property
+    def dtype(self):
+        return self.data.dtype
+
+    def zero_grad(self) -> None:
+        self.grad[...] = 0
+
+    def __repr__(self) -> str:
+        extra = f", lr_mult={self.lr_mult}" if self.lr_mult != 1.0 else ""
+        return f"Parameter(shape={shape_str(self.data.shape)}, dtype={self.data.dtype}{extra})"
+
+
+class Module:
+    """Base class of every layer and network.
+
+    Subclasses set Parameters and sub-Modules as attributes (they are
+    registered in assignment order) and implement ``forward`` and ``backward``.
+    """
+
+    def __init__(self):
+        object.__setattr__(self, "_parameters", OrderedDict())
+        object.__setattr__(self, "_modules", OrderedDict())
+        object.__setattr__(self, "training", True)
+
+    # -- registration -------------------------------------------------------
+    def __setattr__(self, name, value):
+        if "_parameters" not in self.__dict__:
+            raise RuntimeError(
+                f"{type(self).__name__}.__init__ must call super().__init__() "
+                "before assigning attributes"
+            )
+        params, modules = self.__dict__["_parameters"], self.__dict__["_modules"]
+        params.pop(name, None)
+        modules.pop(name, None)
+        if isinstance(value, Parameter):
+            params[name] = value
+        elif isinstance(value, Module):
+            modules[name] = value
+        object.__setattr__(self, name, value)
+
+    def __delattr__(self, name):
+        self._parameters.pop(name, None)
+        self._modules.pop(name, None)
+        object.__delattr__(self, name)
+
+    def add_module(self, name: str, module: "Module") -> None:
+        if not isinstance(module, Module):
+            raise TypeError(f"add_module: {name} must be a Module, got {type(module).__name__}")
+        setattr(self, name, module)
+
+    # -- the protocol --------------------------------------------------------
+    def forward(self, x):
+        raise NotImplementedError(f"{type(self).__name__}.forward is not implemented")
+
+    def backward(self, grad_out):
+        raise NotImplementedError(f"{type(self).__name__}.backward is not implemented")
+
+    def __call__(self, *args, **kwargs):
+        return self.forward(*args, **kwargs)
+
+    # -- traversal -----------------------------------------------------------
+    def children(self) -> Iterator["Module"]:
+        yield from self._modules.values()
+
+    def named_modules(self, prefix: str = "") -> Iterator[tuple[str, "Module"]]:
+        yield prefix, self
+        for name, m in self._modules.items():
+            yield from m.named_modules(f"{prefix}.{name}" if prefix else name)
+
+    def modules(self) -> Iterator["Module"]:
+        for _, m in self.named_modules():
+            yield m
+
+    def named_parameters(self, prefix: str = "") -> Iterator[tuple[str, Parameter]]:
+        seen = set()
+        for mod_name, m in self.named_modules(prefix):
+            for name, p in m._parameters.items():
+                if id(p) in seen:
+                    continue
+                seen.add(id(p))
+                yield (f"{mod_name}.{name}" if mod_name else name), p
+
+    def parameters(self) -> list[Parameter]:
+        return [p for _, p in self.named_parameters()]
+
+    def num_parameters(self) -> int:
+        return int(sum(p.data.size for p in self.parameters()))
+
+    def zero_grad(self) -> None:
+        for p in self.parameters():
+            p.zero_grad()
+
+    # -- modes -----------------------------------------------------------------
+    def train(self, mode: bool = True) -> "Module":
+        for m in self.modules():
+            object.__setattr__(m, "training", bool(mode))
+        return self
+
+    def eval(self) -> "Module":
+        return self.train(False)
+
+    # -- dtype -----------------------------------------------------------------
+    def to(self, dtype) -> "Module":
+        """Cast every parameter (and its grad) to ``dtype`` in place; returns self."""
+        dtype = np.dtype(dtype)
+        if dtype not in FLOAT_DTYPES:
+            raise TypeError(f"Module.to: dtype must be float32 or float64, got {dtype}")
+        for p in self.parameters():
+            p.data = p.data.astype(dtype)
+            p.grad = p.grad.astype(dtype)
+        return self
+
+    def double(self) -> "Module":
+        return self.to(np.float64)
+
+    def float(self) -> "Module":
+        return self.to(np.float32)
+
+    # -- state -----------------------------------------------------------------
+    def state_dict(self) -> "OrderedDict[str, np.ndarray]":
+        """Copies of every parameter, keyed like torch (``"features.0.weight"``)."""
+        return OrderedDict((n, p.data.copy()) for n, p in self.named_parameters())
+
+    def load_state_dict(self, state, strict: bool = True) -> None:
+        """Copy arrays from ``state`` into the parameters (dtype of the parameter kept).
+
+        With ``strict`` (the default) the keys must match exactly; shapes must
+        always match. Raises KeyError / ValueError naming the offending keys.
+        """
+        own = OrderedDict(self.named_parameters())
+        missing = [k for k in own if k not in state]
+        unexpected = [k for k in state if k not in own]
+        if strict and (missing or unexpected):
+            raise KeyError(
+                f"load_state_dict: missing keys {missing}, unexpected keys {unexpected}"
+            )
+        for name, p in own.items():
+            if name not in state:
+                continue
+            value = np.asarray(state[name])
+            if value.shape != p.data.shape:
+                raise ValueError(
+                    f"load_state_dict: {name} has shape {shape_str(value.shape)} in the "
+                    f"state dict but the module expects {shape_str(p.data.shape)}"
+                )
+            p.data[...] = value.astype(p.data.dtype, copy=False)
+
+    # -- display ---------------------------------------------------------------
+    def extra_repr(self) -> str:
+        return ""
+
+    def __repr__(self) -> str:
+        lines = [f"{type(self).__name__}({self.extra_repr()}"]
+        if self._modules:
+            for name, m in self._modules.items():
+                sub = repr(m).replace("\n", "\n  ")
+                lines.append(f"  ({name}): {sub}")
+            return "\n".join(lines) + "\n)"
+        return lines[0] + ")"
+
+
+class Sequential(Module):
+    """Modules applied in order; backward runs them in reverse.
+
+    ``Sequential(Linear(4, 8), ReLU(), Linear(8, 2))``; children are named
+    ``"0"``, ``"1"``, ... as in torch.
+    """
+
+    def __init__(self, *modules: Module):
+        super().__init__()
+        for i, m in enumerate(modules):
+            if not isinstance(m, Module):
+                raise TypeError(
+                    f"Sequential: argument {i} must be a Module, got {type(m).__name__}"
+                )
+            self.add_module(str(i), m)
+
+    def __len__(self) -> int:
+        return len(self._modules)
+
+    def __getitem__(self, idx):
+        mods = list(self._modules.values())
+        if isinstance(idx, slice):
+            return Sequential(*mods[idx])
+        return mods[idx]
+
+    def __iter__(self):
+        return iter(self._modules.values())
+
+    def append(self, module: Module) -> "Sequential":
+        self.add_module(str(len(self)), module)
+        return self
+
+    def forward(self, x):
+        for m in self._modules.values():
+            x = m(x)
+        return x
+
+    def backward(self, grad_out):
+        for m in reversed(list(self._modules.values())):
+            grad_out = m.backward(grad_out)
+        return grad_out

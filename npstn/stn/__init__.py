@@ -1,0 +1,1 @@
+"""Spatial transformers: grid generators behind one interface, and the SpatialTransformer module."""

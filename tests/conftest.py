@@ -1,0 +1,27 @@
+"""Test configuration: Hypothesis profiles.
+
+* ``dev`` (default): few examples, quick local runs.
+* ``ci``: derandomised (the same examples every run), more examples.
+* ``thorough``: many examples, for a long local soak.
+
+Select with ``HYPOTHESIS_PROFILE=ci``. JIT compilation makes first calls
+slow, so no profile has a deadline.
+"""
+import os
+import shutil
+
+# The cuda backend's kernels are tested everywhere: on a real GPU when one is
+# present, else in Numba's CUDA simulator. The variable must be set before
+# numba is first imported, which is why it lives here.
+if "NUMBA_ENABLE_CUDASIM" not in os.environ and not (
+    os.path.exists("/dev/nvidia0") or shutil.which("nvidia-smi")
+):
+    os.environ["NUMBA_ENABLE_CUDASIM"] = "1"
+
+from hypothesis import HealthCheck, settings
+
+_common = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+settings.register_profile("dev", max_examples=15, **_common)
+settings.register_profile("ci", max_examples=40, derandomize=True, print_blob=True, **_common)
+settings.register_profile("thorough", max_examples=300, **_common)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
