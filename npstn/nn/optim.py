@@ -1,0 +1,215 @@
+"""Optimisers and learning-rate schedules, with torch.optim's update rules.
+
+Each Parameter may carry ``lr_mult``: its effective learning rate is
+``lr * lr_mult`` (the paper trains localisation networks at a fraction of the
+base rate). Optimiser state (momentum buffers, Adam moments, step counts)
+round-trips through ``state_dict`` / ``load_state_dict`` so a resumed run
+continues exactly where it stopped.
+"""
+from __future__ import annotations
+
+import math
+from typing import Iterable
+
+import numpy as np
+
+from npstn.nn.module import Parameter
+
+__all__ = ["Optimizer", "SGD", "Adam", "StepLR", "MultiStepLR"]
+
+
+class Optimizer:
+    """Base class: holds the parameter list and the base learning rate ``lr``."""
+
+    def __init__(self, params: Iterable[Parameter], lr: float):
+        self.params = list(params)
+        if not self.params:
+            raise ValueError("optimizer got an empty parameter list")
+        for i, p in enumerate(self.params):
+            if not isinstance(p, Parameter):
+                raise TypeError(
+                    f"optimizer params[{i}] must be an npstn.nn.Parameter, got {type(p).__name__}"
+                    " (pass model.parameters())"
+                )
+        if not (isinstance(lr, (int, float)) and lr >= 0 and math.isfinite(lr)):
+            raise ValueError(f"lr must be a finite number >= 0, got {lr!r}")
+        self.lr = float(lr)
+
+    def zero_grad(self) -> None:
+        for p in self.params:
+            p.zero_grad()
+
+    def step(self) -> None:
+        raise NotImplementedError
+
+    # state: a flat dict of arrays and scalars, so it can live in an .npz
+    def state_dict(self) -> dict:
+        return {"lr": np.float64(self.lr)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.lr = float(state["lr"])
+
+
+class SGD(Optimizer):
+    """Stochastic gradient descent with momentum, exactly as ``torch.optim.SGD``.
+
+    With g = grad + weight_decay * p and buffer b (b = g on the first step)::
+
+        b <- momentum * b + (1 - dampening) * g
+        d  = g + momentum * b   (nesterov)   or   d = b
+        p <- p - lr * lr_mult * d
+    """
+
+    def __init__(self, params, lr: float = 0.01, momentum: float = 0.0, dampening: float = 0.0,
+                 weight_decay: float = 0.0, nesterov: bool = False):
+        super().__init__(params, lr)
+        if momentum < 0:
+            raise ValueError(f"momentum must be >= 0, got {momentum}")
+        if weight_decay < 0:
+            raise ValueError(f"weight_decay must be >= 0, got {weight_decay}")
+        if nesterov and (momentum <= 0 or dampening != 0):
+            raise ValueError("nesterov momentum needs momentum > 0 and dampening = 0")
+        self.momentum = float(momentum)
+        self.dampening = float(dampening)
+        self.weight_decay = float(weight_decay)
+        self.nesterov = bool(nesterov)
+        self._buf: list[np.ndarray | None] = [None] * len(self.params)
+
+    def step(self) -> None:
+        for i, p in enumerate(self.params):
+            g = p.grad
+            if self.weight_decay:
+                g = g + self.weight_decay * p.data
+            if self.momentum:
+                buf = self._buf[i]
+                if buf is None:
+                    buf = self._buf[i] = g.copy()
+                else:
+                    buf *= self.momentum
+                    buf += (1.0 - self.dampening) * g
+                g = g + self.momentum * buf if self.nesterov else buf
+            p.data -= (self.lr * p.lr_mult) * g
+
+    def state_dict(self) -> dict:
+        state = super().state_dict()
+        for i, b in enumerate(self._buf):
+            if b is not None:
+                state[f"momentum_buffer.{i}"] = b.copy()
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        self._buf = [None] * len(self.params)
+        for i, p in enumerate(self.params):
+            key = f"momentum_buffer.{i}"
+            if key in state:
+                b = np.asarray(state[key])
+                if b.shape != p.data.shape:
+                    raise ValueError(f"SGD.load_state_dict: {key} has shape {b.shape}, parameter has {p.data.shape}")
+                self._buf[i] = b.astype(p.data.dtype, copy=True)
+
+
+class Adam(Optimizer):
+    """Adam, exactly as ``torch.optim.Adam`` (L2 weight decay added to the gradient).
+
+    With g = grad + weight_decay * p and step count t::
+
+        m <- b1 m + (1 - b1) g,   v <- b2 v + (1 - b2) g^2
+        p <- p - lr * lr_mult * (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps)
+    """
+
+    def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 0.0):
+        super().__init__(params, lr)
+        b1, b2 = betas
+        if not (0 <= b1 < 1 and 0 <= b2 < 1):
+            raise ValueError(f"betas must be in [0, 1), got {betas}")
+        if eps < 0 or weight_decay < 0:
+            raise ValueError("eps and weight_decay must be >= 0")
+        self.betas = (float(b1), float(b2))
+        self.eps = float(eps)
+        self.weight_decay = float(weight_decay)
+        self.t = 0
+        self._m = [np.zeros_like(p.data) for p in self.params]
+        self._v = [np.zeros_like(p.data) for p in self.params]
+
+    def step(self) -> None:
+        self.t += 1
+        b1, b2 = self.betas
+        c1, c2 = 1.0 - b1 ** self.t, 1.0 - b2 ** self.t
+        for p, m, v in zip(self.params, self._m, self._v):
+            g = p.grad
+            if self.weight_decay:
+                g = g + self.weight_decay * p.data
+            m *= b1
+            m += (1.0 - b1) * g
+            v *= b2
+            v += (1.0 - b2) * g * g
+            denom = np.sqrt(v / c2) + self.eps
+            p.data -= ((self.lr * p.lr_mult) / c1) * m / denom
+
+    def state_dict(self) -> dict:
+        state = super().state_dict()
+        state["t"] = np.int64(self.t)
+        for i, (m, v) in enumerate(zip(self._m, self._v)):
+            state[f"exp_avg.{i}"] = m.copy()
+            state[f"exp_avg_sq.{i}"] = v.copy()
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        self.t = int(state["t"])
+        for i, p in enumerate(self.params):
+            self._m[i] = np.asarray(state[f"exp_avg.{i}"]).astype(p.data.dtype, copy=True)
+            self._v[i] = np.asarray(state[f"exp_avg_sq.{i}"]).astype(p.data.dtype, copy=True)
+
+
+class MultiStepLR:
+    """Multiply the optimiser's learning rate by ``gamma`` at each milestone (``torch.optim.lr_scheduler.MultiStepLR``).
+
+    Call ``step()`` once per training step (or epoch); after ``k`` calls the
+    rate is ``base_lr * gamma ** (number of milestones <= k)``. The paper's
+    MNIST schedule is ``MultiStepLR(opt, [50_000, 100_000], 0.1)``.
+    """
+
+    def __init__(self, optimizer: Optimizer, milestones, gamma: float = 0.1):
+        milestones = sorted(int(m) for m in milestones)
+        if any(m <= 0 for m in milestones):
+            raise ValueError(f"milestones must be positive, got {milestones}")
+        self.optimizer = optimizer
+        self.milestones = milestones
+        self.gamma = float(gamma)
+        self.base_lr = optimizer.lr
+        self.last_step = 0
+
+    def lr_at(self, step: int) -> float:
+        k = sum(1 for m in self.milestones if m <= step)
+        return self.base_lr * self.gamma ** k
+
+    def step(self) -> None:
+        self.last_step += 1
+        self.optimizer.lr = self.lr_at(self.last_step)
+
+    def get_last_lr(self) -> float:
+        return self.optimizer.lr
+
+    def state_dict(self) -> dict:
+        return {"base_lr": np.float64(self.base_lr), "last_step": np.int64(self.last_step)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.base_lr = float(state["base_lr"])
+        self.last_step = int(state["last_step"])
+        self.optimizer.lr = self.lr_at(self.last_step)
+
+
+class StepLR(MultiStepLR):
+    """Multiply the learning rate by ``gamma`` every ``step_size`` steps (``torch.optim.lr_scheduler.StepLR``)."""
+
+    def __init__(self, optimizer: Optimizer, step_size: int, gamma: float = 0.1):
+        if int(step_size) <= 0:
+            raise ValueError(f"step_size must be a positive int, got {step_size}")
+        super().__init__(optimizer, [], gamma)
+        self.step_size = int(step_size)
+
+    def lr_at(self, step: int) -> float:
+        return self.base_lr * self.gamma ** (step // self.step_size)
