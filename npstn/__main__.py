@@ -1,0 +1,5 @@
+import sys
+
+from npstn.cli import main
+
+sys.exit(main())
