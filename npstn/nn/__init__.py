@@ -1,5 +1,5 @@
 """Layers, losses and optimisers with hand-written backward passes (torch.nn names)."""
-from npstn.nn.module import Module, Parameter, Sequential
+from npstn.nn.module import Module, Parallel, Parameter, Sequential
 from npstn.nn import init
 from npstn.nn.linear import *  # noqa: F401,F403
 from npstn.nn.activation import *  # noqa: F401,F403

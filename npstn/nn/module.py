@@ -250,3 +250,40 @@ class Sequential(Module):
         for m in reversed(list(self._modules.values())):
             grad_out = m.backward(grad_out)
         return grad_out
+
+
+class Parallel(Module):
+    """Run several modules on the same input and concatenate their outputs along ``dim``.
+
+    With ``dim=1`` (channels, the default) this puts N spatial transformers
+    side by side, as in the paper's 2xST-FCN for MNIST addition. Backward
+    splits the incoming gradient into each branch's slice and sums the
+    branches' input gradients (the input fans out, so its gradients add).
+    """
+
+    def __init__(self, *modules: Module, dim: int = 1):
+        super().__init__()
+        if not modules:
+            raise ValueError("Parallel needs at least one module")
+        for i, m in enumerate(modules):
+            if not isinstance(m, Module):
+                raise TypeError(f"Parallel: argument {i} must be a Module, got {type(m).__name__}")
+            self.add_module(str(i), m)
+        self.dim = int(dim)
+        self._sizes = None
+
+    def forward(self, x):
+        outs = [m(x) for m in self._modules.values()]
+        self._sizes = [o.shape[self.dim] for o in outs]
+        return np.concatenate(outs, axis=self.dim)
+
+    def backward(self, grad_out):
+        if self._sizes is None:
+            raise RuntimeError("Parallel.backward called before forward")
+        splits = np.cumsum(self._sizes)[:-1]
+        grads = np.split(grad_out, splits, axis=self.dim)
+        total = None
+        for m, g in zip(self._modules.values(), grads):
+            gi = m.backward(np.ascontiguousarray(g))
+            total = gi if total is None else total + gi
+        return total
