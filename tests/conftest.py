@@ -18,6 +18,11 @@ if "NUMBA_ENABLE_CUDASIM" not in os.environ and not (
 ):
     os.environ["NUMBA_ENABLE_CUDASIM"] = "1"
 
+# Numba's OpenMP workers spin-wait between parallel regions; on a small shared
+# machine that makes each tiny prange launch cost milliseconds. Passive waiting
+# keeps the many small kernels the tests launch cheap.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 from hypothesis import HealthCheck, settings
 
 _common = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])

@@ -32,9 +32,13 @@ def cuda_module():
 
 def is_device_array(x) -> bool:
     """True for a Numba CUDA device array (real or simulated)."""
+    if isinstance(x, np.ndarray):
+        return False
     from numba import cuda
 
-    return cuda.is_cuda_array(x) and not isinstance(x, np.ndarray)
+    # the simulator's FakeCUDAArray has no __cuda_array_interface__ but is a
+    # "cuda ndarray" for numba; real device arrays are both
+    return bool(cuda.devicearray.is_cuda_ndarray(x) or hasattr(x, "__cuda_array_interface__"))
 
 
 def to_device(x):
