@@ -1,1 +1,416 @@
-__all__: list[str] = []
+r"""The sampler: bilinear / nearest sampling of a feature map at a grid of points.
+
+This is the third part of a spatial transformer (paper Sec. 3.3, eq. 3-7),
+and this module's NumPy code is the readable specification that the ``cpu``
+and ``cuda`` kernels reproduce. It matches ``torch.nn.functional.grid_sample``
+(forward and autograd backward) for every mode, padding mode and
+``align_corners``.
+
+Notation (the paper's)
+----------------------
+U is the input feature map, ``input`` of shape (N, C, H, W); V is the output,
+shape (N, C, H_out, W_out). Output point i of image n reads the *normalised*
+source coordinates ``grid[n, h, w] = (x_i, y_i)``, -1 = left/top edge,
++1 = right/bottom edge. In pixels they are (x_i^s, y_i^s), with pixel m
+centred at x^s = m.
+
+Unnormalisation (pixels from normalised), computed in the grid's dtype in
+this order of operations (the order of torch's CPU kernel)::
+
+    align_corners=False:  x^s = (x + 1) * (W / 2) - 1/2     -1 -> -0.5, +1 -> W - 0.5
+                                                            (the outer edges of the corner pixels)
+    align_corners=True:   x^s = (x + 1) * ((W - 1) / 2)     -1 -> 0,    +1 -> W - 1
+                                                            (the centres of the corner pixels)
+
+and likewise y^s with H. So d x^s / d x = W/2 (or (W - 1)/2).
+
+Padding (what is read outside the image):
+
+* ``"zeros"``: neighbours outside the image read 0;
+* ``"border"``: x^s is clipped to [0, W - 1] first (edge pixels extend);
+* ``"reflection"``: x^s is mirrored at the image edges (-0.5 and W - 0.5 for
+  align_corners=False, 0 and W - 1 for True) until it lands inside, then
+  clipped to [0, W - 1].
+
+Forward (eq. 3): V_i^c = sum_n sum_m U_nm^c k(x_i^s - m) k(y_i^s - n).
+
+* bilinear (eq. 5): k(d) = max(0, 1 - |d|). Only the four neighbours of the
+  point contribute: with x0 = floor(x^s), y0 = floor(y^s) and the fractional
+  parts fx = x^s - x0, fy = y^s - y0::
+
+      V_i^c = (1-fy)(1-fx) U[y0, x0] + (1-fy) fx U[y0, x0+1]
+            +   fy  (1-fx) U[y0+1, x0] +   fy  fx U[y0+1, x0+1]
+
+  (the north-west, north-east, south-west and south-east neighbours).
+* nearest (eq. 4): V_i^c = U^c[round(y^s), round(x^s)], where round is
+  round-half-to-even (C's nearbyint, as torch; the paper writes
+  floor(x + 0.5), which differs only at exact ties).
+
+Backward. With G = dL/dV (``grad_output``):
+
+* eq. 6, the image: dV_i/dU_nm = k(x_i^s - m) k(y_i^s - n), the same weights,
+  so ``grad_input`` scatters G_i^c to the four neighbours with the bilinear
+  weights (or to the nearest pixel); neighbours outside the image get nothing.
+* eq. 7, the coordinates::
+
+      dL/dx_i^s = sum_c G_i^c [ (1-fy) (U[y0, x0+1] - U[y0, x0]) + fy (U[y0+1, x0+1] - U[y0+1, x0]) ]
+      dL/dy_i^s = sum_c G_i^c [ (1-fx) (U[y0+1, x0] - U[y0, x0]) + fx (U[y0+1, x0+1] - U[y0, x0+1]) ]
+
+  (out-of-image neighbours read 0), then the chain rule through padding and
+  unnormalisation: grad_grid = dL/dx^s * (padding derivative) * W/2.
+  Nearest sampling is piecewise constant: its grid gradient is 0.
+
+Sub-gradients at the kinks (PyTorch's conventions, pinned by tests):
+
+* At an exact integer x^s the bilinear kernel has a kink. We use
+  x0 = floor(x^s) = x^s, so fx = 0 and dL/dx^s = U[x0 + 1] - U[x0] (times the
+  y weights): the one-sided derivative *from the right*. (Eq. 7's case split,
+  read literally, would give U[x0] alone there.) The same holds for y^s.
+* The clip of ``border``/``reflection`` has derivative 1 strictly inside
+  (0, W - 1) and 0 at and beyond the edges: a point exactly on the edge pixel
+  gets zero coordinate gradient.
+* Reflection multiplies the gradient by -1 on mirrored stretches.
+* Which side of a kink a point is on is decided by the computed x^s. At
+  positions that are exactly representable (e.g. dyadic grids) every
+  implementation agrees. A coordinate that is an integer only up to its last
+  bit (e.g. an identity grid computed in floating point) can land on either
+  side depending on rounding: torch's CPU build fuses the multiply-add of the
+  unnormalisation (an FMA), torch's CUDA kernel uses another formula, and
+  npstn rounds the product and the difference separately. The forward values
+  agree to rounding; the coordinate gradient at such points may be the left
+  instead of the right one-sided derivative.
+
+Hostile grids (npstn's policy, not torch's; see DESIGN.md "Errors"):
+
+* a NaN or +-inf coordinate (either x or y) makes the point sample 0 in every
+  padding mode, with zero grid gradient and no contribution to grad_input;
+* pixel coordinates beyond +-COORD_LIMIT = 2**22 (for instance from a grid
+  value of 1e30, or float32 overflow) are clamped to +-COORD_LIMIT with zero
+  derivative before padding, so integer indices never overflow: such a point
+  reads 0 under ``zeros``, the edge pixel under ``border``, and an in-range
+  pixel under ``reflection``. Every other output is finite for finite input.
+
+Shapes: input (N, C, H, W), grid (N, H_out, W_out, 2) with the same dtype
+(float32 or float64) -> output (N, C, H_out, W_out) in that dtype.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from npstn._backend import resolve_backend
+from npstn._checks import check_float_array, check_same_dtype, shape_str
+
+__all__ = ["grid_sample", "grid_sample_backward"]
+
+MODES = ("bilinear", "nearest")
+PADDING_MODES = ("zeros", "border", "reflection")
+# Pixel coordinates are clamped to +-COORD_LIMIT (= 2**22) before padding.
+COORD_LIMIT = 4194304.0
+
+
+# ----------------------------------------------------------------------------
+# Public functions: validation and backend dispatch
+# ----------------------------------------------------------------------------
+
+def grid_sample(input, grid, mode="bilinear", padding_mode="zeros", align_corners=False, backend=None):
+    """Sample ``input`` at the points of ``grid`` (the sampler, paper eq. 3-5).
+
+    Parameters
+    ----------
+    input : array (N, C, H, W), float32 or float64
+        The feature map U.
+    grid : array (N, H_out, W_out, 2), the dtype of ``input``
+        Source coordinates (x, y), normalised: -1 is the left/top edge, +1 the
+        right/bottom edge (see ``align_corners``). Values outside [-1, 1] read
+        the padding; NaN/inf points read 0 (npstn's policy).
+    mode : "bilinear" (eq. 5) or "nearest" (eq. 4, ties round half to even)
+    padding_mode : "zeros", "border" or "reflection"
+    align_corners : bool
+        False (default): -1 and +1 are the outer edges of the corner pixels.
+        True: they are the centres of the corner pixels. As in PyTorch.
+    backend : "numpy", "cpu", "cuda" or None (the process-wide default)
+
+    Returns
+    -------
+    output : array (N, C, H_out, W_out) in the input's dtype (a device array
+        with backend="cuda" when an argument was one).
+
+    Matches ``torch.nn.functional.grid_sample``; the module docstring has the
+    equations, the unnormalisation formulas and the sub-gradient conventions.
+    """
+    backend = resolve_backend(backend)
+    _check_args(input, grid, mode, padding_mode, align_corners, backend)
+    if backend == "numpy":
+        return _grid_sample_numpy(input, grid, mode, padding_mode, bool(align_corners))
+    if backend == "cpu":
+        from npstn.kernels.cpu import grid_sample as kernels
+    else:
+        from npstn.kernels.cuda import grid_sample as kernels
+    return kernels.forward(input, grid, mode, padding_mode, bool(align_corners))
+
+
+def grid_sample_backward(grad_output, input, grid, mode="bilinear", padding_mode="zeros",
+                         align_corners=False, backend=None):
+    """Gradients of :func:`grid_sample` (paper eq. 6 and 7).
+
+    Parameters
+    ----------
+    grad_output : array (N, C, H_out, W_out), the dtype of ``input``
+        dL/dV, the upstream gradient.
+    input, grid, mode, padding_mode, align_corners, backend
+        As in :func:`grid_sample`.
+
+    Returns
+    -------
+    (grad_input, grad_grid) : arrays shaped like ``input`` (N, C, H, W) and
+        ``grid`` (N, H_out, W_out, 2), in their dtype.
+
+    At the kinks of the bilinear kernel (a source coordinate exactly on an
+    integer pixel position) the coordinate gradient is the one-sided
+    derivative from the right, as in PyTorch (x0 = floor(x^s), weights from
+    x^s - x0); at the clip edges of ``border``/``reflection`` it is 0;
+    ``nearest`` has zero grid gradient; NaN/inf points get zero gradient and
+    add nothing to ``grad_input``.
+    """
+    backend = resolve_backend(backend)
+    _check_args(input, grid, mode, padding_mode, align_corners, backend)
+    _check_grad_output(grad_output, input, grid, backend)
+    if backend == "numpy":
+        return _grid_sample_backward_numpy(grad_output, input, grid, mode, padding_mode,
+                                           bool(align_corners))
+    if backend == "cpu":
+        from npstn.kernels.cpu import grid_sample as kernels
+    else:
+        from npstn.kernels.cuda import grid_sample as kernels
+    return kernels.backward(grad_output, input, grid, mode, padding_mode, bool(align_corners))
+
+
+def _is_device_array(x) -> bool:
+    """A Numba CUDA device array (recognised without importing numba.cuda)."""
+    return not isinstance(x, np.ndarray) and hasattr(x, "copy_to_host")
+
+
+def _check_location(name: str, x, backend: str) -> None:
+    if backend != "cuda" and _is_device_array(x):
+        raise TypeError(
+            f"{name} is a CUDA device array but backend={backend!r}; use backend='cuda' "
+            f"or copy it to the host with .copy_to_host()"
+        )
+
+
+def _check_args(input, grid, mode, padding_mode, align_corners, backend: str) -> None:
+    check_float_array("input", input, 4, what="(N, C, H, W)")
+    check_float_array("grid", grid, 4, what="(N, H_out, W_out, 2)")
+    if grid.shape[3] != 2:
+        raise ValueError(
+            "grid must have shape (N, H_out, W_out, 2) with the last axis (x, y), "
+            f"got shape {shape_str(grid.shape)}"
+        )
+    check_same_dtype("input", input, "grid", grid)
+    if input.shape[0] != grid.shape[0]:
+        raise ValueError(
+            f"input and grid must have the same batch size N: input has shape "
+            f"{shape_str(input.shape)} (N, C, H, W), grid has shape {shape_str(grid.shape)} "
+            "(N, H_out, W_out, 2)"
+        )
+    if min(input.shape) < 1:
+        raise ValueError(f"input (N, C, H, W) must have nonzero sizes, got shape {shape_str(input.shape)}")
+    if min(grid.shape) < 1:
+        raise ValueError(
+            f"grid (N, H_out, W_out, 2) must have nonzero sizes, got shape {shape_str(grid.shape)}"
+        )
+    if not isinstance(mode, str) or mode not in MODES:
+        raise ValueError(f"mode must be one of {', '.join(map(repr, MODES))}, got {mode!r}")
+    if not isinstance(padding_mode, str) or padding_mode not in PADDING_MODES:
+        raise ValueError(
+            f"padding_mode must be one of {', '.join(map(repr, PADDING_MODES))}, got {padding_mode!r}"
+        )
+    if not isinstance(align_corners, (bool, np.bool_)):
+        raise TypeError(f"align_corners must be a bool, got {align_corners!r}")
+    _check_location("input", input, backend)
+    _check_location("grid", grid, backend)
+
+
+def _check_grad_output(grad_output, input, grid, backend: str) -> None:
+    check_float_array("grad_output", grad_output, 4, what="(N, C, H_out, W_out)")
+    want = (input.shape[0], input.shape[1], grid.shape[1], grid.shape[2])
+    if tuple(grad_output.shape) != want:
+        raise ValueError(
+            f"grad_output must have shape (N, C, H_out, W_out) = {shape_str(want)} for input of shape "
+            f"{shape_str(input.shape)} and grid of shape {shape_str(grid.shape)}, "
+            f"got shape {shape_str(grad_output.shape)}"
+        )
+    check_same_dtype("grad_output", grad_output, "input", input)
+    _check_location("grad_output", grad_output, backend)
+
+
+# ----------------------------------------------------------------------------
+# Source coordinates: unnormalise, clamp far points, pad (each with its derivative)
+# ----------------------------------------------------------------------------
+
+def unnormalize(coord, size: int, align_corners: bool):
+    """Normalised -> pixel coordinates, and d pixel / d coord (a scalar of coord's dtype)."""
+    t = coord.dtype.type
+    if align_corners:
+        scale = t((size - 1) / 2)
+        return (coord + 1) * scale, scale
+    scale = t(size / 2)
+    return (coord + 1) * scale - t(0.5), scale
+
+
+def clamp_far(p):
+    """Clamp to [-COORD_LIMIT, COORD_LIMIT] (inf included); derivative 1 inside, 0 where clamped."""
+    inside = np.abs(p) <= COORD_LIMIT
+    return np.clip(p, -COORD_LIMIT, COORD_LIMIT), inside.astype(p.dtype)
+
+
+def reflect_coordinates(p, size: int, align_corners: bool):
+    """Mirror pixel coordinates at the image edges; returns (reflected, derivative +-1).
+
+    The edges are low = -0.5 and low + span = W - 0.5 (align_corners=False) or
+    0 and W - 1 (True); the mirrored pattern repeats every 2 * span. A point
+    at distance t = p - low from the low edge lands at ``extra = |t| mod
+    2 span`` if that is in the first half period, else at ``2 span - extra``
+    (one more mirror, which flips the derivative, as does t < 0).
+    """
+    if align_corners:
+        low, twice_span = 0.0, 2.0 * (size - 1)
+    else:
+        low, twice_span = -0.5, 2.0 * size
+    if twice_span == 0.0:  # a single pixel with align_corners=True: everything maps onto it
+        return np.zeros_like(p), np.zeros_like(p)
+    t = p - low
+    extra = np.fmod(np.abs(t), twice_span)
+    reflected = twice_span - extra
+    flip = extra > reflected
+    out = np.where(flip, reflected, extra) + low
+    grad = np.where(flip != (t < 0), -1, 1).astype(p.dtype)
+    return out.astype(p.dtype, copy=False), grad
+
+
+def clip_coordinates(p, size: int):
+    """Clip to [0, size - 1]; derivative 1 strictly inside, 0 at and beyond the edges."""
+    grad = ((p > 0) & (p < size - 1)).astype(p.dtype)
+    return np.clip(p, 0, size - 1).astype(p.dtype, copy=False), grad
+
+
+def source_index(coord, size: int, padding_mode: str, align_corners: bool):
+    """x^s (pixels, after padding) and d x^s / d coord for normalised coordinates (finite)."""
+    p, scale = unnormalize(coord, size, align_corners)
+    p, grad = clamp_far(p)
+    grad = grad * scale
+    if padding_mode == "reflection":
+        p, g = reflect_coordinates(p, size, align_corners)
+        grad = grad * g
+    if padding_mode in ("border", "reflection"):
+        p, g = clip_coordinates(p, size)
+        grad = grad * g
+    return p, grad
+
+
+def _source_points(input, grid, padding_mode: str, align_corners: bool):
+    """(x^s, y^s, dx^s/dx, dy^s/dy, valid), each (N, H_out, W_out).
+
+    ``valid`` marks points whose x and y are both finite; the others are
+    computed at (0, 0) and masked out by the callers.
+    """
+    h_in, w_in = input.shape[2], input.shape[3]
+    valid = np.isfinite(grid).all(axis=-1)
+    g = np.where(valid[..., None], grid, 0).astype(grid.dtype, copy=False)
+    with np.errstate(over="ignore"):  # float32 * scale may overflow to inf: clamp_far handles it
+        xs, dxs = source_index(g[..., 0], w_in, padding_mode, align_corners)
+        ys, dys = source_index(g[..., 1], h_in, padding_mode, align_corners)
+    return xs, ys, dxs, dys, valid
+
+
+# ----------------------------------------------------------------------------
+# Gather / scatter at integer pixel positions, reading 0 outside the image
+# ----------------------------------------------------------------------------
+
+def _inside(yi, xi, valid, h_in: int, w_in: int):
+    return valid & (xi >= 0) & (xi < w_in) & (yi >= 0) & (yi < h_in)
+
+
+def _gather(input, yi, xi, valid):
+    """U[n, :, yi, xi] for every output point: (N, C, H_out, W_out); 0 outside the image."""
+    n_batch, n_chan, h_in, w_in = input.shape
+    inside = _inside(yi, xi, valid, h_in, w_in)
+    flat = np.where(inside, yi * w_in + xi, 0).reshape(n_batch, 1, -1)
+    vals = np.take_along_axis(input.reshape(n_batch, n_chan, h_in * w_in), flat, axis=2)
+    return np.where(inside[:, None], vals.reshape(n_batch, n_chan, *yi.shape[1:]), 0)
+
+
+def _scatter_add(grad_input, yi, xi, valid, values):
+    """grad_input[n, c, yi, xi] += values[n, c] for every output point inside the image."""
+    n_batch, n_chan, h_in, w_in = grad_input.shape
+    inside = _inside(yi, xi, valid, h_in, w_in)
+    flat = np.where(inside, yi * w_in + xi, 0)[:, None]  # (N, 1, H_out, W_out)
+    contrib = np.where(inside[:, None], values, 0)
+    planes = grad_input.reshape(n_batch, n_chan, h_in * w_in)  # a view: grad_input is contiguous
+    n_idx = np.arange(n_batch)[:, None, None, None]
+    c_idx = np.arange(n_chan)[None, :, None, None]
+    np.add.at(planes, (n_idx, c_idx, flat), contrib)
+
+
+# ----------------------------------------------------------------------------
+# NumPy forward and backward, side by side
+# ----------------------------------------------------------------------------
+
+def _grid_sample_numpy(input, grid, mode, padding_mode, align_corners):
+    input = np.asarray(input)
+    grid = np.asarray(grid)
+    xs, ys, _, _, valid = _source_points(input, grid, padding_mode, align_corners)
+    if mode == "nearest":  # eq. 4, ties to even
+        xn = np.rint(xs).astype(np.int64)
+        yn = np.rint(ys).astype(np.int64)
+        return _gather(input, yn, xn, valid)
+
+    # eq. 5: the four neighbours and their weights
+    x0f, y0f = np.floor(xs), np.floor(ys)
+    fx, fy = (xs - x0f)[:, None], (ys - y0f)[:, None]  # (N, 1, H_out, W_out), broadcast over C
+    x0, y0 = x0f.astype(np.int64), y0f.astype(np.int64)
+    u_nw = _gather(input, y0, x0, valid)
+    u_ne = _gather(input, y0, x0 + 1, valid)
+    u_sw = _gather(input, y0 + 1, x0, valid)
+    u_se = _gather(input, y0 + 1, x0 + 1, valid)
+    w_nw = (1 - fy) * (1 - fx)
+    w_ne = (1 - fy) * fx
+    w_sw = fy * (1 - fx)
+    w_se = fy * fx
+    return u_nw * w_nw + u_ne * w_ne + u_sw * w_sw + u_se * w_se
+
+
+def _grid_sample_backward_numpy(grad_output, input, grid, mode, padding_mode, align_corners):
+    grad_output = np.asarray(grad_output)
+    input = np.asarray(input)
+    grid = np.asarray(grid)
+    xs, ys, dxs, dys, valid = _source_points(input, grid, padding_mode, align_corners)
+    grad_input = np.zeros(input.shape, dtype=input.dtype)
+    grad_grid = np.zeros(grid.shape, dtype=grid.dtype)
+    if mode == "nearest":  # grad_input: route G to the nearest pixel; grad_grid: 0
+        xn = np.rint(xs).astype(np.int64)
+        yn = np.rint(ys).astype(np.int64)
+        _scatter_add(grad_input, yn, xn, valid, grad_output)
+        return grad_input, grad_grid
+
+    x0f, y0f = np.floor(xs), np.floor(ys)
+    fx, fy = (xs - x0f)[:, None], (ys - y0f)[:, None]
+    x0, y0 = x0f.astype(np.int64), y0f.astype(np.int64)
+
+    # eq. 6: scatter G with the forward's weights
+    _scatter_add(grad_input, y0, x0, valid, (1 - fy) * (1 - fx) * grad_output)
+    _scatter_add(grad_input, y0, x0 + 1, valid, (1 - fy) * fx * grad_output)
+    _scatter_add(grad_input, y0 + 1, x0, valid, fy * (1 - fx) * grad_output)
+    _scatter_add(grad_input, y0 + 1, x0 + 1, valid, fy * fx * grad_output)
+
+    # eq. 7: derivative w.r.t. the pixel coordinates, summed over channels ...
+    u_nw = _gather(input, y0, x0, valid)
+    u_ne = _gather(input, y0, x0 + 1, valid)
+    u_sw = _gather(input, y0 + 1, x0, valid)
+    u_se = _gather(input, y0 + 1, x0 + 1, valid)
+    gx = (((u_ne - u_nw) * (1 - fy) + (u_se - u_sw) * fy) * grad_output).sum(axis=1)
+    gy = (((u_sw - u_nw) * (1 - fx) + (u_se - u_ne) * fx) * grad_output).sum(axis=1)
+    # ... then the chain rule through padding and unnormalisation
+    grad_grid[..., 0] = np.where(valid, gx * dxs, 0)
+    grad_grid[..., 1] = np.where(valid, gy * dys, 0)
+    return grad_input, grad_grid

@@ -49,5 +49,15 @@ def to_device(x):
     return cuda.to_device(np.ascontiguousarray(x)), True
 
 
+def launch_config(n_threads: int) -> tuple[int, int]:
+    """(blocks, threads per block) covering ``n_threads``; small launches get small blocks.
+
+    Small blocks matter little on a GPU but a lot in the CUDA simulator, which
+    runs every thread of a block as a Python thread.
+    """
+    threads = max(1, min(THREADS_PER_BLOCK, int(n_threads)))
+    return (int(n_threads) + threads - 1) // threads, threads
+
+
 def blocks_for(n: int, threads: int = THREADS_PER_BLOCK) -> int:
     return max(1, (int(n) + threads - 1) // threads)

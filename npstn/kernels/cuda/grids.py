@@ -22,20 +22,10 @@ import math
 import numpy as np
 from numba import cuda
 
-from npstn.kernels.cuda.common import THREADS_PER_BLOCK, cuda_module, to_device  # noqa: F401
+from npstn.kernels.cuda.common import cuda_module, launch_config, to_device
 
 # Kept in sync with npstn.functional.projective.PROJECTIVE_FAR (a test checks).
 PROJECTIVE_FAR = 1e6
-
-
-def _launch_config(n_threads: int) -> tuple[int, int]:
-    """(blocks, threads per block) covering n_threads; small launches get small blocks.
-
-    Small blocks matter little on a GPU but a lot in the CUDA simulator, which
-    runs every thread of a block as a Python thread.
-    """
-    threads = max(1, min(THREADS_PER_BLOCK, int(n_threads)))
-    return (int(n_threads) + threads - 1) // threads, threads
 
 
 def _finish(out, on_host: bool):
@@ -89,7 +79,7 @@ def affine_grid(theta, xs, ys):
     cu = cuda_module()
     d_theta, on_host = to_device(theta)
     grid = cu.device_array((theta.shape[0], ys.shape[0], xs.shape[0], 2), dtype=theta.dtype)
-    blocks, threads = _launch_config(grid.size // 2)
+    blocks, threads = launch_config(grid.size // 2)
     _affine_grid_kernel[blocks, threads](d_theta, cu.to_device(xs), cu.to_device(ys), grid)
     return _finish(grid, on_host)
 
@@ -99,7 +89,7 @@ def affine_grid_backward(grad_grid, xs, ys):
     cu = cuda_module()
     d_grad, on_host = to_device(grad_grid)
     grad_theta = cu.device_array((grad_grid.shape[0], 2, 3), dtype=grad_grid.dtype)
-    blocks, threads = _launch_config(grad_grid.shape[0] * 6)
+    blocks, threads = launch_config(grad_grid.shape[0] * 6)
     _affine_grid_backward_kernel[blocks, threads](d_grad, cu.to_device(xs), cu.to_device(ys), grad_theta)
     return _finish(grad_theta, on_host)
 
@@ -149,7 +139,7 @@ def attention_grid(theta, xs, ys):
     cu = cuda_module()
     d_theta, on_host = to_device(theta)
     grid = cu.device_array((theta.shape[0], ys.shape[0], xs.shape[0], 2), dtype=theta.dtype)
-    blocks, threads = _launch_config(grid.size // 2)
+    blocks, threads = launch_config(grid.size // 2)
     _attention_grid_kernel[blocks, threads](d_theta, cu.to_device(xs), cu.to_device(ys), grid)
     return _finish(grid, on_host)
 
@@ -159,7 +149,7 @@ def attention_grid_backward(grad_grid, xs, ys):
     cu = cuda_module()
     d_grad, on_host = to_device(grad_grid)
     grad_theta = cu.device_array((grad_grid.shape[0], 3), dtype=grad_grid.dtype)
-    blocks, threads = _launch_config(grad_grid.shape[0] * 3)
+    blocks, threads = launch_config(grad_grid.shape[0] * 3)
     _attention_grid_backward_kernel[blocks, threads](d_grad, cu.to_device(xs), cu.to_device(ys), grad_theta)
     return _finish(grad_theta, on_host)
 
@@ -231,7 +221,7 @@ def projective_grid(theta, xs, ys, eps):
     cu = cuda_module()
     d_theta, on_host = to_device(theta)
     grid = cu.device_array((theta.shape[0], ys.shape[0], xs.shape[0], 2), dtype=theta.dtype)
-    blocks, threads = _launch_config(grid.size // 2)
+    blocks, threads = launch_config(grid.size // 2)
     _projective_grid_kernel[blocks, threads](d_theta, cu.to_device(xs), cu.to_device(ys), float(eps), grid)
     return _finish(grid, on_host)
 
@@ -242,7 +232,7 @@ def projective_grid_backward(grad_grid, theta, xs, ys, eps):
     d_grad, on_host = to_device(grad_grid)
     d_theta, _ = to_device(theta)
     grad_theta = cu.device_array((grad_grid.shape[0], 8), dtype=grad_grid.dtype)
-    blocks, threads = _launch_config(grad_grid.shape[0] * 8)
+    blocks, threads = launch_config(grad_grid.shape[0] * 8)
     _projective_grid_backward_kernel[blocks, threads](
         d_grad, d_theta, cu.to_device(xs), cu.to_device(ys), float(eps), grad_theta
     )
@@ -297,7 +287,7 @@ def tps_grid(theta, m, h, w):
     cu = cuda_module()
     d_theta, on_host = to_device(theta)
     grid = cu.device_array((theta.shape[0], h, w, 2), dtype=theta.dtype)
-    blocks, threads = _launch_config(theta.shape[0] * h * w)
+    blocks, threads = launch_config(theta.shape[0] * h * w)
     _tps_grid_kernel[blocks, threads](cu.to_device(np.ascontiguousarray(m)), d_theta, grid)
     return _finish(grid, on_host)
 
@@ -307,6 +297,6 @@ def tps_grid_backward(grad_grid, m):
     cu = cuda_module()
     d_grad, on_host = to_device(grad_grid)
     grad_theta = cu.device_array((grad_grid.shape[0], m.shape[1], 2), dtype=grad_grid.dtype)
-    blocks, threads = _launch_config(grad_grid.shape[0] * m.shape[1])
+    blocks, threads = launch_config(grad_grid.shape[0] * m.shape[1])
     _tps_grid_backward_kernel[blocks, threads](cu.to_device(np.ascontiguousarray(m)), d_grad, grad_theta)
     return _finish(grad_theta, on_host)

@@ -1,0 +1,268 @@
+"""Every backend of the sampler agrees with the NumPy specification, and obeys the hostile-input policy.
+
+The cuda backend runs on a GPU when there is one and in Numba's CUDA
+simulator otherwise (tests/conftest.py), which is slow: its tests use tiny
+shapes and few examples.
+
+Tolerances (relative to the data's scale, max(1, max |reference|)):
+float64 1e-12, float32 1e-5.
+"""
+import warnings
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import npstn
+from npstn.functional import grid_sample, grid_sample_backward
+from npstn.testing import strategies as nst
+
+TOL = {np.dtype(np.float32): 1e-5, np.dtype(np.float64): 1e-12}
+
+TINY = nst.sampler_configs(max_batch=2, max_channels=2, max_side=4, max_out_side=3)
+
+
+def agree(actual, expected, what=""):
+    expected = np.asarray(expected)
+    tol = TOL[expected.dtype]
+    scale = max(1.0, float(np.abs(expected).max(initial=0.0)))
+    assert np.asarray(actual).dtype == expected.dtype, what
+    np.testing.assert_allclose(np.asarray(actual, dtype=np.float64), expected.astype(np.float64),
+                               rtol=tol, atol=tol * scale, err_msg=what)
+
+
+def check_against_numpy(case, backend):
+    kw = case.kwargs
+    ref_out = grid_sample(case.input, case.grid, backend="numpy", **kw)
+    ref_gi, ref_gg = grid_sample_backward(case.grad_output, case.input, case.grid, backend="numpy", **kw)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # float32 overflow inside the simulator
+        out = grid_sample(case.input, case.grid, backend=backend, **kw)
+        gi, gg = grid_sample_backward(case.grad_output, case.input, case.grid, backend=backend, **kw)
+    assert isinstance(out, np.ndarray) and isinstance(gi, np.ndarray) and isinstance(gg, np.ndarray)
+    agree(out, ref_out, f"{backend} output")
+    agree(gi, ref_gi, f"{backend} grad_input")
+    agree(gg, ref_gg, f"{backend} grad_grid")
+    return out, gi, gg
+
+
+# ----------------------------------------------------------------------------
+# cpu
+# ----------------------------------------------------------------------------
+
+@given(nst.grid_sample_cases(dtype=nst.dtypes()))
+def test_cpu_matches_numpy(case):
+    check_against_numpy(case, "cpu")
+
+
+@settings(max_examples=20)
+@given(nst.grid_sample_cases(dtype=nst.dtypes(), grids="on_kinks"))
+def test_cpu_matches_numpy_on_kinks(case):
+    """Same sub-gradients as the specification at exact integer / half-integer positions."""
+    check_against_numpy(case, "cpu")
+
+
+@pytest.mark.parametrize("shape,out_hw", [((1, 1, 9, 11), (13, 10)), ((7, 3, 6, 5), (4, 9)), ((2, 17, 5, 5), (3, 3))])
+@pytest.mark.parametrize("mode", ["bilinear", "nearest"])
+@pytest.mark.parametrize("split", [None, False, True], ids=["auto", "by-image", "split"])
+def test_cpu_parallel_backward_is_race_free(shape, out_hw, mode, split):
+    """Many points hit the same pixels (strong down-/upsampling); neither strategy may race."""
+    from npstn.kernels.cpu import grid_sample as cpu_kernels
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(shape)
+    g = rng.uniform(-1.2, 1.2, (shape[0], *out_hw, 2))
+    g[0, 0, 0] = np.nan
+    go = rng.standard_normal((*shape[:2], *out_hw))
+    for padding_mode in ("zeros", "border", "reflection"):
+        kw = dict(mode=mode, padding_mode=padding_mode, align_corners=False)
+        ref = grid_sample_backward(go, x, g, backend="numpy", **kw)
+        for _ in range(3):
+            got = cpu_kernels.backward(go, x, g, split=split, **kw)
+            agree(got[0], ref[0], "grad_input")
+            agree(got[1], ref[1], "grad_grid")
+
+
+@pytest.mark.parametrize("backend", ["cpu", "cuda"])
+@pytest.mark.parametrize("align_corners", [False, True])
+def test_near_integer_coordinates_take_the_specifications_side(backend, align_corners):
+    """A float32 identity grid puts x^s within a rounding error of the integers, on either side.
+
+    The kernels unnormalise in float32 in the specification's order, so they
+    pick the same neighbours and the same one-sided gradient at every point.
+    """
+    n, c, h, w = 2, 2, 5, 11
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((n, c, h, w)).astype(np.float32)
+    px, py = np.meshgrid(np.arange(w) * 1.0, np.arange(h) * 1.0)
+    g1 = np.stack([nst.pixel_to_normalized(px, w, align_corners),
+                   nst.pixel_to_normalized(py, h, align_corners)], axis=-1)
+    g = np.broadcast_to(g1 * np.float32(0.999) + np.float32(0.0007), (n, h, w, 2)).astype(np.float32)
+    g = np.concatenate([g, np.broadcast_to(g1, (n, h, w, 2)).astype(np.float32)], axis=1)
+    go = rng.standard_normal((n, c, 2 * h, w)).astype(np.float32)
+    kw = dict(mode="bilinear", padding_mode="border", align_corners=align_corners)
+    p32 = (g[..., 0] + np.float32(1)) * np.float32(w / 2 if not align_corners else (w - 1) / 2)
+    assert np.any(np.floor(p32) != np.round(p32)), "the grid should straddle some integers"
+    ref = grid_sample_backward(go, x, g, backend="numpy", **kw)
+    got = grid_sample_backward(go, x, g, backend=backend, **kw)
+    agree(got[0], ref[0], "grad_input")
+    agree(got[1], ref[1], "grad_grid")
+
+
+def test_cpu_accepts_non_contiguous_arrays():
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((2, 3, 5, 6)).transpose(0, 1, 3, 2)  # (2, 3, 6, 5), not C-contiguous
+    g = rng.uniform(-1, 1, (2, 4, 4, 2))[:, ::-1]
+    go = rng.standard_normal((2, 3, 4, 4))[..., ::-1]
+    agree(grid_sample(x, g, backend="cpu"), grid_sample(x, g, backend="numpy"))
+    for a, b in zip(grid_sample_backward(go, x, g, backend="cpu"), grid_sample_backward(go, x, g, backend="numpy")):
+        agree(a, b)
+
+
+def test_default_backend_is_used(monkeypatch):
+    monkeypatch.setattr(npstn._backend, "_current", None)
+    monkeypatch.setenv("NPSTN_BACKEND", "numpy")
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((1, 1, 3, 3))
+    g = rng.uniform(-1, 1, (1, 2, 2, 2))
+    agree(grid_sample(x, g), grid_sample(x, g, backend="numpy"))
+    assert npstn.get_backend() == "numpy"
+
+
+# ----------------------------------------------------------------------------
+# cuda (simulator without a GPU)
+# ----------------------------------------------------------------------------
+
+@settings(max_examples=8)
+@given(nst.grid_sample_cases(dtype=nst.dtypes(), configs=TINY))
+def test_cuda_matches_numpy(case):
+    check_against_numpy(case, "cuda")
+
+
+@settings(max_examples=4)
+@given(nst.grid_sample_cases(dtype=nst.dtypes(), configs=TINY, grids="on_kinks"))
+def test_cuda_matches_numpy_on_kinks(case):
+    check_against_numpy(case, "cuda")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_cuda_device_arrays_stay_on_the_device(dtype):
+    from numba import cuda
+
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((2, 2, 3, 4)).astype(dtype)
+    g = rng.uniform(-1.2, 1.2, (2, 2, 3, 2)).astype(dtype)
+    go = rng.standard_normal((2, 2, 2, 3)).astype(dtype)
+    kw = dict(mode="bilinear", padding_mode="border", align_corners=True)
+    d_x, d_g, d_go = cuda.to_device(x), cuda.to_device(g), cuda.to_device(go)
+
+    out = grid_sample(d_x, d_g, backend="cuda", **kw)
+    assert cuda.devicearray.is_cuda_ndarray(out) and not isinstance(out, np.ndarray)
+    agree(out.copy_to_host(), grid_sample(x, g, backend="numpy", **kw))
+
+    gi, gg = grid_sample_backward(d_go, d_x, d_g, backend="cuda", **kw)
+    assert cuda.devicearray.is_cuda_ndarray(gi) and cuda.devicearray.is_cuda_ndarray(gg)
+    ref_gi, ref_gg = grid_sample_backward(go, x, g, backend="numpy", **kw)
+    agree(gi.copy_to_host(), ref_gi)
+    agree(gg.copy_to_host(), ref_gg)
+
+    # one device argument is enough to keep the result on the device
+    out_mixed = grid_sample(x, d_g, backend="cuda", **kw)
+    assert cuda.devicearray.is_cuda_ndarray(out_mixed)
+
+
+def test_device_array_with_a_host_backend_is_a_clear_error():
+    from numba import cuda
+
+    d_x = cuda.to_device(np.zeros((1, 1, 2, 2)))
+    with pytest.raises(TypeError, match=r"input is a CUDA device array but backend='cpu'"):
+        grid_sample(d_x, np.zeros((1, 2, 2, 2)), backend="cpu")
+
+
+# ----------------------------------------------------------------------------
+# Hostile grids: NaN / inf sample 0 with zero gradient; huge values follow the padding
+# ----------------------------------------------------------------------------
+
+def check_hostile(case, backend):
+    x, g, go = case.input, case.grid, case.grad_output
+    kw = case.kwargs
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        out = grid_sample(x, g, backend=backend, **kw)
+        gi, gg = grid_sample_backward(go, x, g, backend=backend, **kw)
+    for name, a in (("output", out), ("grad_input", gi), ("grad_grid", gg)):
+        assert np.all(np.isfinite(a)), f"{backend}: {name} has non-finite values"
+
+    bad = ~np.isfinite(g).all(axis=-1)  # (N, H_out, W_out)
+    assert np.all(out.transpose(0, 2, 3, 1)[bad] == 0), "NaN/inf points must sample 0"
+    assert np.all(gg[bad] == 0), "NaN/inf points must get zero gradient"
+    # they add nothing to grad_input: the gradient equals that of the other points alone
+    go_clean = go * ~bad[:, None]
+    gi_clean, _ = grid_sample_backward(go_clean, x, np.where(bad[..., None], 0, g).astype(g.dtype),
+                                       backend="numpy", **kw)
+    agree(gi, gi_clean, "grad_input without the NaN/inf points")
+
+    # huge finite coordinates follow the padding mode (unless align_corners=True on a side of
+    # one pixel, where every coordinate maps to that pixel's centre)
+    h_in, w_in = x.shape[2:]
+    far = np.abs(g) >= 1e29
+    if kw["align_corners"]:
+        far &= np.array([w_in > 1, h_in > 1])
+    huge = np.isfinite(g).all(axis=-1) & far.any(axis=-1)
+    vals = out.transpose(0, 2, 3, 1)  # (N, H_out, W_out, C)
+    if kw["padding_mode"] == "zeros":
+        assert np.all(vals[huge] == 0)
+    else:
+        # border and reflection read inside the image: a convex combination of its pixels
+        lo = x.min(axis=(2, 3))[:, None, None, :]
+        hi = x.max(axis=(2, 3))[:, None, None, :]
+        eps = 1e-5 if x.dtype == np.float32 else 1e-12
+        lo, hi = np.broadcast_to(lo, vals.shape), np.broadcast_to(hi, vals.shape)
+        assert np.all(vals[huge] >= lo[huge] - eps) and np.all(vals[huge] <= hi[huge] + eps)
+    return out, gi, gg
+
+
+@pytest.mark.parametrize("backend", ["numpy", "cpu"])
+@given(case=nst.grid_sample_cases(dtype=nst.dtypes(), grids="hostile"))
+def test_hostile_grids(backend, case):
+    check_hostile(case, backend)
+    if backend != "numpy":
+        check_against_numpy(case, backend)  # and exactly the specification's numbers
+
+
+@settings(max_examples=6)
+@given(case=nst.grid_sample_cases(dtype=nst.dtypes(), configs=TINY, grids="hostile"))
+def test_hostile_grids_cuda(case):
+    check_hostile(case, "cuda")
+    check_against_numpy(case, "cuda")
+
+
+@pytest.mark.parametrize("backend", ["numpy", "cpu", "cuda"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_huge_coordinates_by_hand(backend, dtype):
+    """1e30 and the dtype's max: 0 with zeros, the edge pixel with border, in range with reflection."""
+    x = np.arange(1, 13, dtype=dtype).reshape(1, 1, 3, 4)  # values 1..12, row-major
+    big = float(np.finfo(dtype).max)
+    pts = [(1e30, 0.0), (-1e30, 0.0), (0.0, 1e30), (big, -big), (np.nan, 0.0), (0.0, np.inf), (-np.inf, np.nan)]
+    g = np.array(pts, dtype=dtype).reshape(1, 1, len(pts), 2)
+    go = np.ones((1, 1, 1, len(pts)), dtype=dtype)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        outs = {p: grid_sample(x, g, padding_mode=p, backend=backend)[0, 0, 0] for p in ("zeros", "border", "reflection")}
+        grads = {p: grid_sample_backward(go, x, g, padding_mode=p, backend=backend) for p in ("zeros", "border", "reflection")}
+    np.testing.assert_array_equal(outs["zeros"], 0)
+    # border: x -> +edge (col 3), y = 0 -> between rows 0 and 1 (x^s = 1.0 for H = 3) i.e. row 1
+    np.testing.assert_array_equal(outs["border"][:4], [x[0, 0, 1, 3], x[0, 0, 1, 0], x[0, 0, 2, 1] * 0.5 + x[0, 0, 2, 2] * 0.5,
+                                                       x[0, 0, 0, 3]])
+    np.testing.assert_array_equal(outs["border"][4:], 0)  # NaN / inf: 0 in every padding mode
+    assert np.all((outs["reflection"][:4] >= 1) & (outs["reflection"][:4] <= 12))
+    np.testing.assert_array_equal(outs["reflection"][4:], 0)
+    non_finite_point = ~np.isfinite(g).all(axis=-1)
+    huge_coord = np.isfinite(g) & (np.abs(g) > 1e29)
+    for p, (gi, gg) in grads.items():
+        assert np.all(np.isfinite(gi)) and np.all(np.isfinite(gg)), p
+        assert np.all(gg[non_finite_point] == 0), p  # NaN / inf: zero gradient
+        assert np.all(gg[huge_coord] == 0), p  # far coordinates are clamped: zero derivative
+    assert np.all(grads["zeros"][0] == 0)
+    assert grads["border"][0].sum() == 4  # four in-image points each route their gradient 1 into the image
