@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 import npstn
 
@@ -25,6 +26,192 @@ def _cmd_data(args) -> int:
     return main_data(args.data_dir)
 
 
+# ---------------------------------------------------------------------------
+# train / eval / viz / params / sweep / reproduce
+# ---------------------------------------------------------------------------
+# Options of `npstn train` that map onto TrainConfig fields (dest -> field).
+_TRAIN_FIELDS = ("model", "transform", "distortion", "steps", "batch_size", "seed", "out", "backend",
+                 "data_dir", "momentum", "loc_lr_mult", "lr", "lr_drops", "eval_every", "checkpoint_every",
+                 "log_every", "width", "weight_decay", "max_loss")
+# The subset a sweep applies to every run.
+_COMMON_FIELDS = ("steps", "batch_size", "backend", "data_dir", "momentum", "loc_lr_mult", "lr", "lr_drops",
+                  "eval_every", "checkpoint_every", "weight_decay")
+
+
+def _given(args, fields) -> dict:
+    """The options the user actually gave (they default to None), as TrainConfig fields."""
+    return {f: getattr(args, f) for f in fields if getattr(args, f, None) is not None}
+
+
+def _fractions(text: str) -> tuple:
+    """'0.333,0.667' -> (0.333, 0.667); 'none' -> ()."""
+    if text.strip().lower() in ("none", ""):
+        return ()
+    try:
+        return tuple(float(t) for t in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated fractions like 0.333,0.667 or 'none', got {text!r}")
+
+
+def _add_training_options(p, sweep: bool = False) -> None:
+    """Options shared by `train` and `sweep`; every default is None = TrainConfig's default."""
+    from npstn.train import DEFAULT_LOC_LR_MULT, DEFAULT_MOMENTUM
+
+    p.add_argument("--steps", type=int, help="training steps (default: the paper's 150000)")
+    p.add_argument("--batch-size", type=int, help="batch size (default 256)")
+    p.add_argument("--lr", type=float, help="base learning rate (default 0.01; /10 at 1/3 and 2/3 of the run)")
+    p.add_argument("--lr-drops", type=_fractions, metavar="F1,F2|none",
+                   help="fractions of the run after which the rate drops 10x (default 0.333,0.667; "
+                   "'none' keeps it constant)")
+    p.add_argument("--momentum", type=float, help=f"SGD momentum (default {DEFAULT_MOMENTUM})")
+    p.add_argument("--loc-lr-mult", type=float,
+                   help=f"learning-rate multiplier of the localisation network (default {DEFAULT_LOC_LR_MULT})")
+    p.add_argument("--weight-decay", type=float, help="L2 weight decay (default 0, as in the paper)")
+    p.add_argument("--eval-every", type=int, help="evaluate on the test set every K steps (default steps/10)")
+    p.add_argument("--checkpoint-every", type=int, help="checkpoint every K steps (default min(1000, steps/10))")
+    p.add_argument("--backend", choices=list(npstn.BACKENDS), help="compute backend (default: NPSTN_BACKEND or cpu)")
+    p.add_argument("--data-dir", help="folder with the MNIST IDX files (default: NPSTN_DATA_DIR, cache, download)")
+
+
+def _run_dir_default(config) -> str:
+    from npstn.train import run_folder
+
+    return str(run_folder("runs", config))
+
+
+def _cmd_train(args) -> int:
+    import dataclasses
+
+    from npstn.data import MNISTError
+    from npstn.train import CONFIG, TrainConfig, TrainingDiverged, train
+
+    given = _given(args, _TRAIN_FIELDS)
+    try:
+        config = TrainConfig.from_dict(given)
+        out = Path(args.out) if args.out else Path(_run_dir_default(config))
+        if args.resume and (out / CONFIG).is_file():
+            # continue the run with the settings it was started with; options given here override
+            fields = json.loads((out / CONFIG).read_text())
+            fields.update(given)
+            config = TrainConfig.from_dict(fields)
+        config = dataclasses.replace(config, out=str(out))
+    except (TypeError, ValueError, OSError) as exc:
+        print(f"npstn train: {exc}", file=sys.stderr)
+        return 2
+    try:
+        m = train(config, resume=args.resume, progress=not args.quiet)
+    except TrainingDiverged as exc:
+        print(f"npstn train: {exc}", file=sys.stderr)
+        return 3
+    except (FileExistsError, MNISTError, ValueError) as exc:
+        print(f"npstn train: {exc}", file=sys.stderr)
+        return 2
+    print(f"test error {m['test_error_percent']:.2f}%  ({m['steps']} steps, {m['wall_seconds']:.1f} s, "
+          f"{m['parameters']:,} parameters)  metrics: {config.out}/metrics.json")
+    return 0
+
+
+def _cmd_eval(args) -> int:
+    from npstn.data import MNISTError
+    from npstn.train import evaluate, load_run, load_test_set
+    from npstn.utils.io import atomic_write_json
+
+    try:
+        model, config = load_run(args.run_dir, weights="checkpoint" if args.checkpoint else "final")
+        x, y = load_test_set(config.distortion, args.data_dir or config.data_dir)
+    except (FileNotFoundError, MNISTError, ValueError) as exc:
+        print(f"npstn eval: {exc}", file=sys.stderr)
+        return 2
+    err = evaluate(model, x, y, args.batch_size)
+    result = {"test_error_percent": err, "test_images": int(len(y)),
+              "weights": "checkpoint" if args.checkpoint else "final", "run": str(args.run_dir)}
+    atomic_write_json(Path(args.run_dir) / "eval.json", result)
+    print(f"{config.describe()}: test error {err:.2f}% on {len(y)} test images ({args.run_dir})")
+    return 0
+
+
+def _cmd_viz(args) -> int:
+    from npstn.data import MNISTError
+    from npstn.viz import viz_run
+
+    try:
+        paths = viz_run(args.run_dir, n=args.n, out=args.out)
+    except (FileNotFoundError, MNISTError, ValueError) as exc:
+        print(f"npstn viz: {exc}", file=sys.stderr)
+        return 2
+    for p in paths:
+        print(p)
+    return 0
+
+
+def _cmd_params(args) -> int:
+    from npstn.models import INPUT_SIZES, format_parameter_table
+
+    dists = [args.distortion] if args.distortion else list(INPUT_SIZES)
+    transforms = ("affine", "projective", "tps", "attention")
+    print("\n\n".join(format_parameter_table(d, transforms=transforms) for d in dists))
+    return 0
+
+
+def _split(text) -> list[str]:
+    return [t.strip().lower() for t in str(text).split(",") if t.strip()]
+
+
+def _sweep(args, models, transforms, distortions) -> int:
+    from npstn.train import TrainConfig, run_sweep, sweep_configs
+
+    common = _given(args, _COMMON_FIELDS)
+    seeds = range(args.seed_start, args.seed_start + args.seeds)
+    try:
+        configs = sweep_configs(args.out, models, transforms, distortions, seeds, **common)
+        if getattr(args, "grid", None):
+            extra = json.loads(Path(args.grid).read_text())
+            if not isinstance(extra, list):
+                raise ValueError(f"--grid {args.grid}: expected a JSON list of config objects")
+            from npstn.train import run_folder
+
+            configs = []
+            for item in extra:
+                c = TrainConfig.from_dict({**common, **item})
+                if "out" not in item:
+                    c.out = str(run_folder(args.out, c))
+                configs.append(c)
+    except (TypeError, ValueError, OSError) as exc:
+        print(f"npstn sweep: {exc}", file=sys.stderr)
+        return 2
+    print(f"npstn sweep: {len(configs)} runs into {args.out}/ "
+          + (f"on dask at {args.dask}" if args.dask else f"with {args.jobs} process(es)"), flush=True)
+    try:
+        results = run_sweep(configs, args.out, jobs=args.jobs, dask_address=args.dask)
+    except RuntimeError as exc:
+        print(f"npstn sweep: {exc}", file=sys.stderr)
+        return 2
+    print((Path(args.out) / "results.md").read_text())
+    bad = [r for r in results if r["status"] not in ("finished", "skipped")]
+    return 1 if bad else 0
+
+
+def _cmd_sweep(args) -> int:
+    return _sweep(args, _split(args.models), _split(args.transforms), _split(args.distortions))
+
+
+def _cmd_reproduce(args) -> int:
+    if args.steps is None:
+        args.steps = 150_000
+    return _sweep(args, ["fcn", "cnn", "st-fcn", "st-cnn"], _split(args.transforms),
+                  _split(args.distortions))
+
+
+def _add_sweep_options(p, seeds: int = 1) -> None:
+    p.add_argument("--seeds", type=int, default=seeds,
+                   help=f"runs per cell, seeds SEED_START, SEED_START+1, ... (default {seeds})")
+    p.add_argument("--seed-start", type=int, default=0)
+    p.add_argument("--jobs", type=int, default=1, help="parallel runs in the local process pool (default 1)")
+    p.add_argument("--dask", metavar="ADDRESS", default=None,
+                   help="run the jobs on a dask.distributed scheduler (e.g. tcp://host:8786) instead")
+    _add_training_options(p, sweep=True)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="npstn",
@@ -44,6 +231,65 @@ def build_parser() -> argparse.ArgumentParser:
     g = sub.add_parser("data", help="find or fetch MNIST, verify it, and print where it lives")
     g.add_argument("--data-dir", default=None, help="folder with the four MNIST IDX files")
     g.set_defaults(func=_cmd_data)
+
+    t = sub.add_parser("train", help="train FCN / CNN / ST-FCN / ST-CNN on distorted MNIST",
+                       description="Train one of the paper's models on a distorted-MNIST variant. "
+                       "Defaults follow the paper (SGD, batch 256, lr 0.01 /10 at 1/3 and 2/3, 150k steps).")
+    t.add_argument("--model", choices=["fcn", "cnn", "st-fcn", "st-cnn"], help="(default st-fcn)")
+    t.add_argument("--transform", choices=["affine", "projective", "tps", "attention"],
+                   help="the ST's transform (default affine)")
+    t.add_argument("--distortion", choices=["r", "rts", "p", "e", "tc"], help="(default rts)")
+    t.add_argument("--seed", type=int, help="seed of the weights and the data stream (default 0)")
+    t.add_argument("--out", help="run folder (default runs/<distortion>/<model>[-<transform>]/seed<S>)")
+    t.add_argument("--resume", action="store_true",
+                   help="continue the run in --out from its checkpoint (exactly as if never interrupted)")
+    t.add_argument("--width", type=int, help="classifier width override (default: parameter-matched)")
+    t.add_argument("--log-every", type=int, help="CSV row every K steps (default min(100, steps/100))")
+    t.add_argument("--max-loss", type=float, help="stop as diverged above this loss (default 100)")
+    t.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_training_options(t)
+    t.set_defaults(func=_cmd_train)
+
+    e = sub.add_parser("eval", help="test error of a trained run")
+    e.add_argument("run_dir")
+    e.add_argument("--checkpoint", action="store_true", help="use the checkpoint's weights, not model.npz")
+    e.add_argument("--batch-size", type=int, default=250, help="test images per forward pass")
+    e.add_argument("--data-dir", default=None)
+    e.set_defaults(func=_cmd_eval)
+
+    v = sub.add_parser("viz", help="PNGs of a run: input, sampling grid, output; learning curves")
+    v.add_argument("run_dir")
+    v.add_argument("--n", type=int, default=12, help="test digits to draw (default 12)")
+    v.add_argument("--out", default=None, help="folder for the PNGs (default RUN_DIR/viz)")
+    v.set_defaults(func=_cmd_viz)
+
+    pp = sub.add_parser("params", help="print the parameter-count table of the models")
+    pp.add_argument("--distortion", choices=["r", "rts", "p", "e", "tc"], default=None,
+                    help="one distortion (default: all)")
+    pp.set_defaults(func=_cmd_params)
+
+    s = sub.add_parser("sweep", help="run a grid of training runs; Markdown table of mean test errors",
+                       description="Every (distortion, model, transform, seed) is an independent run "
+                       "in OUT/<distortion>/<model>[-<transform>]/seed<S>; finished runs are skipped, "
+                       "interrupted ones resumed. Writes OUT/results.md beside the paper's numbers.")
+    s.add_argument("--models", default="fcn,st-fcn", help="comma list (default fcn,st-fcn)")
+    s.add_argument("--transforms", default="affine", help="comma list for ST models (default affine)")
+    s.add_argument("--distortions", default="rts", help="comma list (default rts)")
+    s.add_argument("--grid", default=None, help="JSON file: a list of config objects to run instead of the grid")
+    s.add_argument("--out", default="runs/sweep")
+    _add_sweep_options(s)
+    s.set_defaults(func=_cmd_sweep)
+
+    r = sub.add_parser("reproduce", help="reproduce a table of the paper (table1)",
+                       description="Table 1 of the paper as a sweep: FCN, CNN, ST-FCN and ST-CNN (each "
+                       "transform) on each distortion, --seeds runs each, 150k steps unless --steps. "
+                       "Same options and outputs as `npstn sweep`.")
+    r.add_argument("table", choices=["table1"])
+    r.add_argument("--transforms", default="affine,projective,tps")
+    r.add_argument("--distortions", default="r,rts,p,e")
+    r.add_argument("--out", default="runs/table1")
+    _add_sweep_options(r, seeds=3)  # the paper reports means of 3 runs
+    r.set_defaults(func=_cmd_reproduce)
     return p
 
 

@@ -1,0 +1,192 @@
+"""Pictures of a trained run, in the style of the paper's figures.
+
+:func:`plot_transformations` shows, for a few test digits, the input U, the
+sampling grid T_theta(G) drawn over it, and the transformer's output V (the
+paper's Figure 1 / Table 1 insets). The grid is drawn in input-pixel
+coordinates: its boundary quadrilateral (where the corners of the output frame
+read from) bold, and a subsampled mesh of the grid inside it.
+
+:func:`plot_learning_curves` plots the training loss, the training error and
+the test error from a run's ``log.csv``.
+
+:func:`viz_run` does both for a run folder (``npstn viz RUN_DIR``). All PNGs
+are written with matplotlib's Agg backend, atomically.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from npstn.utils.io import atomic_open
+
+__all__ = ["grid_to_pixels", "transformation_mesh", "plot_transformations",
+           "plot_learning_curves", "viz_run"]
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path) -> Path:
+    path = Path(path)
+    with atomic_open(path, "wb") as f:
+        fig.savefig(f, format="png", dpi=110)
+    _pyplot().close(fig)
+    return path
+
+
+def grid_to_pixels(grid: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Normalised grid coordinates (-1..1, ``align_corners=False``) -> input pixel coordinates.
+
+    Pixel i's centre is at i (matplotlib's ``imshow`` convention); -1 maps to
+    -0.5, the outer edge of pixel 0, and +1 to W - 0.5.
+    """
+    g = np.asarray(grid, dtype=np.float64)
+    px = ((g[..., 0] + 1.0) * width - 1.0) / 2.0
+    py = ((g[..., 1] + 1.0) * height - 1.0) / 2.0
+    return np.stack([px, py], axis=-1)
+
+
+def transformation_mesh(transformer, theta: np.ndarray, height: int, width: int,
+                        lines: int = 9) -> np.ndarray:
+    """T_theta on a ``lines`` x ``lines`` mesh spanning the whole output frame, in input pixels.
+
+    Returns (N, lines, lines, 2) (x, y); row 0 / column 0 and the last ones
+    are the frame's edges, so ``mesh[:, [0, -1]]`` and ``mesh[:, :, [0, -1]]``
+    trace the boundary quadrilateral.
+    """
+    theta = np.asarray(theta, dtype=np.float64)
+    size = (theta.shape[0], 1, lines, lines)
+    # align_corners=True puts the mesh's outer points exactly on the frame (-1 and +1).
+    g = transformer.transform.grid(theta, size, align_corners=True, backend="numpy")
+    return grid_to_pixels(g, height, width)
+
+
+def _draw_mesh(ax, mesh: np.ndarray, color="#ff3b30") -> None:
+    for i in range(mesh.shape[0]):
+        ax.plot(mesh[i, :, 0], mesh[i, :, 1], color=color, lw=0.5, alpha=0.7)
+    for j in range(mesh.shape[1]):
+        ax.plot(mesh[:, j, 0], mesh[:, j, 1], color=color, lw=0.5, alpha=0.7)
+    edge = np.concatenate([mesh[0, :], mesh[1:, -1], mesh[-1, -2::-1], mesh[-2::-1, 0]])
+    ax.plot(edge[:, 0], edge[:, 1], color=color, lw=1.8)
+
+
+def _show(ax, img, title=None) -> None:
+    ax.imshow(img, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    if title:
+        ax.set_title(title, fontsize=8)
+
+
+def plot_transformations(model, x: np.ndarray, path, labels=None, title: str | None = None,
+                         groups: int = 2) -> Path:
+    """U, T_theta(G) over U, and V for each image in ``x`` (N, 1, H, W); one PNG.
+
+    For a model without a spatial transformer only the inputs (and
+    predictions) are drawn. ``labels`` adds the true labels to the titles.
+    Images are laid out in ``groups`` side-by-side columns.
+    """
+    plt = _pyplot()
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    n, _, h, w = x.shape
+    was_training = model.training
+    model.eval()
+    try:
+        pred = model(x).argmax(axis=1)
+        st = getattr(model, "transformer", None)
+        if st is not None:
+            v = st(x)
+            mesh = transformation_mesh(st, st.theta, h, w)
+    finally:
+        model.train(was_training)
+    panels = 3 if st is not None else 1
+    groups = max(1, min(groups, n))
+    rows = -(-n // groups)
+    fig, axes = plt.subplots(rows, groups * panels, figsize=(1.5 * groups * panels, 1.6 * rows + 0.4),
+                             squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for i in range(n):
+        r, c = i % rows, (i // rows) * panels
+        lab = f"label {labels[i]}, pred {pred[i]}" if labels is not None else f"pred {pred[i]}"
+        _show(axes[r, c], x[i, 0], f"U ({lab})")
+        axes[r, c].axis("on")
+        if st is not None:
+            ax = axes[r, c + 1]
+            _show(ax, x[i, 0], "T_theta(G) on U")
+            _draw_mesh(ax, mesh[i])
+            # show the whole quadrilateral even where it reaches outside the image
+            xs, ys = mesh[i, ..., 0], mesh[i, ..., 1]
+            ax.set_xlim(min(-0.5, xs.min()) - 1, max(w - 0.5, xs.max()) + 1)
+            ax.set_ylim(max(h - 0.5, ys.max()) + 1, min(-0.5, ys.min()) - 1)
+            ax.axis("on")
+            _show(axes[r, c + 2], v[i, 0], "V")
+            axes[r, c + 2].axis("on")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_learning_curves(log_csv, path, title: str | None = None) -> Path:
+    """Training loss (left) and training / test error in % (right, log scale) from ``log.csv``."""
+    from npstn.train import read_log
+
+    rows = read_log(log_csv)
+    if not rows:
+        raise ValueError(f"{str(log_csv)!r} holds no log rows yet; train for a few steps first")
+    plt = _pyplot()
+    step = np.array([r["step"] for r in rows])
+    loss = np.array([r["loss"] for r in rows])
+    train_err = 100.0 * (1.0 - np.array([r["train_accuracy"] for r in rows]))
+    tests = [(r["step"], r["test_error_percent"]) for r in rows if r["test_error_percent"] is not None]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.8))
+    a.plot(step, loss, lw=1)
+    a.set_yscale("log")
+    a.set_xlabel("step")
+    a.set_title("training loss (cross-entropy)")
+    b.plot(step, np.maximum(train_err, 1e-2), lw=1, label="train (fresh distortions)")
+    if tests:
+        ts, te = zip(*tests)
+        b.plot(ts, np.maximum(te, 1e-2), "o-", ms=4, label="test")
+        b.annotate(f"{te[-1]:.2f}%", (ts[-1], max(te[-1], 1e-2)), textcoords="offset points",
+                   xytext=(-10, 8), fontsize=8)
+    b.set_yscale("log")
+    b.set_xlabel("step")
+    b.set_title("error (%)")
+    b.legend(fontsize=8)
+    for ax in (a, b):
+        ax.grid(alpha=0.3, which="both")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def viz_run(run_dir, n: int = 12, out=None, test_data=None) -> list[Path]:
+    """Write ``transformations.png`` and ``curves.png`` for a run folder; returns the paths.
+
+    ``out`` defaults to ``<run_dir>/viz``. ``test_data`` = (x, y) replaces the
+    run's test set (default: :func:`npstn.train.load_test_set`).
+    """
+    from npstn import train as T
+
+    run = Path(run_dir)
+    model, config = T.load_run(run)
+    out = Path(out) if out is not None else run / "viz"
+    if test_data is None:
+        test_data = T.load_test_set(config.distortion, config.data_dir)
+    x, y = test_data
+    paths = [plot_transformations(model, x[:n], out / "transformations.png", labels=y[:n],
+                                  title=f"{config.describe()}: input U, sampling grid "
+                                        "T_theta(G) on U, output V")]
+    if (run / T.LOG).is_file() and T.read_log(run / T.LOG):
+        paths.append(plot_learning_curves(run / T.LOG, out / "curves.png", title=config.describe()))
+    return paths
