@@ -1,12 +1,13 @@
 # npstn: the two Quickstart commands live here.
-#   make demo   -- set up a virtual environment and run the main job
-#   make test   -- set up a virtual environment and run the test suite
+#   make quickstart -- set up a virtual environment and run the main job
+#                      (ST-FCN vs FCN on RTS-distorted MNIST, a few minutes)
+#   make test       -- set up a virtual environment and run the test suite
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-dev
 
-.PHONY: demo test venv clean
+.PHONY: quickstart demo test venv clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -16,6 +17,10 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
+quickstart: $(STAMP)
+	$(VENV)/bin/npstn quickstart
+
+# the small MLP-on-spirals demo of the hand-written layers (no data needed)
 demo: $(STAMP)
 	$(VENV)/bin/npstn demo
 

@@ -20,6 +20,14 @@ def _cmd_demo(args) -> int:
     return 0
 
 
+def _cmd_quickstart(args) -> int:
+    from npstn.quickstart import run_quickstart
+
+    run_quickstart(out=args.out, steps=args.steps, seed=args.seed, data_dir=args.data_dir,
+                   progress=not args.quiet)
+    return 0
+
+
 def _cmd_data(args) -> int:
     from npstn.data.mnist import main_data
 
@@ -227,6 +235,15 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--no-plot", action="store_true")
     d.add_argument("--quiet", action="store_true", help="no progress bar")
     d.set_defaults(func=_cmd_demo)
+
+    q = sub.add_parser("quickstart", help="the Quickstart's main job: ST-FCN vs FCN on RTS-distorted "
+                       "MNIST, a few minutes on a laptop, with pictures")
+    q.add_argument("--steps", type=int, default=1500)
+    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--out", default="runs/quickstart")
+    q.add_argument("--data-dir", default=None, help="folder with the MNIST IDX files")
+    q.add_argument("--quiet", action="store_true", help="no progress bars")
+    q.set_defaults(func=_cmd_quickstart)
 
     g = sub.add_parser("data", help="find or fetch MNIST, verify it, and print where it lives")
     g.add_argument("--data-dir", default=None, help="folder with the four MNIST IDX files")
