@@ -43,7 +43,6 @@ Typical use::
 """
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass
 
 import numpy as np
