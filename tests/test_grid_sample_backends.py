@@ -266,3 +266,137 @@ def test_huge_coordinates_by_hand(backend, dtype):
         assert np.all(gg[huge_coord] == 0), p  # far coordinates are clamped: zero derivative
     assert np.all(grads["zeros"][0] == 0)
     assert grads["border"][0].sum() == 4  # four in-image points each route their gradient 1 into the image
+
+
+# ----------------------------------------------------------------------------
+# The cpu backend's specialised kernels (npstn/kernels/cpu/grid_sample.py)
+# ----------------------------------------------------------------------------
+#
+# One kernel is compiled per (mode, padding) pair and per driver (serial or
+# parallel); the backward has two strategies (by image, split); points go in
+# tiles and channels in blocks of 4, then 3, 2 or 1. Each combination must
+# give the specification's numbers, and all of them the same bits.
+
+def _variant_case(rng, dtype, shape, out_hw):
+    """Input, grid and upstream gradient with points inside, across the border, far out and NaN/inf."""
+    n, c = shape[:2]
+    x = rng.standard_normal(shape).astype(dtype)
+    g = rng.uniform(-1.25, 1.25, (n, *out_hw, 2)).astype(dtype)
+    g[0, 0, 0, 0] = np.nan
+    g[-1, -1, -1, 1] = np.inf
+    g[0, -1, 0] = (1e30, -1e30)
+    g[-1, 0, -1, 0] = np.finfo(dtype).max
+    go = rng.standard_normal((n, c, *out_hw)).astype(dtype)
+    return x, g, go
+
+
+# channels 1..9 cover every channel block (4, then 3, 2 or 1 left); 7 points per tile split rows
+VARIANT_SHAPES = [((3, 1, 5, 6), (4, 7)), ((2, 2, 4, 4), (5, 3)), ((2, 3, 6, 5), (3, 4)),
+                  ((1, 4, 3, 7), (6, 2)), ((2, 5, 4, 4), (4, 4)), ((3, 9, 5, 3), (2, 5))]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("padding_mode", ["zeros", "border", "reflection"])
+@pytest.mark.parametrize("mode", ["bilinear", "nearest"])
+def test_cpu_kernel_variants_match_the_specification(mode, padding_mode, dtype):
+    from npstn.kernels.cpu import grid_sample as cpu_kernels
+
+    rng = np.random.default_rng(5)
+    # the parallel kernels run the serial ones' code under prange: a few pairs cover them (compiling is slow)
+    parallel_too = (mode, padding_mode) in (("bilinear", "zeros"), ("bilinear", "border"), ("nearest", "reflection"))
+    for shape, out_hw in VARIANT_SHAPES:
+        x, g, go = _variant_case(rng, dtype, shape, out_hw)
+        for align_corners in (False, True):
+            kw = dict(mode=mode, padding_mode=padding_mode, align_corners=align_corners)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                ref = grid_sample(x, g, backend="numpy", **kw)
+                ref_gi, ref_gg = grid_sample_backward(go, x, g, backend="numpy", **kw)
+            first = None
+            for parallel in (False, True) if parallel_too else (False,):
+                for tile_points in (7, cpu_kernels.TILE_POINTS):
+                    out = cpu_kernels.forward(x, g, parallel=parallel, tile_points=tile_points, **kw)
+                    agree(out, ref, f"{kw} output")
+                    if padding_mode != "reflection":  # reflection is computed in float64 here
+                        np.testing.assert_array_equal(out, ref, err_msg=f"{kw}: the forward is the spec's, bit for bit")
+                    for split in (False, True):
+                        gi, gg = cpu_kernels.backward(go, x, g, split=split, parallel=parallel,
+                                                      tile_points=tile_points, **kw)
+                        agree(gi, ref_gi, f"{kw} grad_input")
+                        agree(gg, ref_gg, f"{kw} grad_grid")
+                        if first is None:
+                            first = (out, gi, gg)
+                        for a, b in zip(first, (out, gi, gg)):  # every strategy gives the same bits
+                            np.testing.assert_array_equal(a, b, err_msg=f"{kw} parallel={parallel} split={split}")
+
+
+def test_cpu_large_call_takes_the_parallel_kernels():
+    """A call above PARALLEL_MIN_WORK, with the automatic choices, agrees with the serial kernels bit for bit."""
+    from npstn.kernels.cpu import grid_sample as cpu_kernels
+
+    rng = np.random.default_rng(6)
+    for n in (3, 8):  # 3 images: the split backward on 2+ threads; 8: by image
+        x, g, go = _variant_case(rng, np.float32, (n, 5, 30, 30), (50, 51))
+        assert n * 5 * 50 * 51 >= cpu_kernels.PARALLEL_MIN_WORK
+        kw = dict(mode="bilinear", padding_mode="zeros", align_corners=False)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            out = grid_sample(x, g, backend="cpu", **kw)
+            gi, gg = grid_sample_backward(go, x, g, backend="cpu", **kw)
+            ref = grid_sample(x, g, backend="numpy", **kw)
+            ref_gi, ref_gg = grid_sample_backward(go, x, g, backend="numpy", **kw)
+        np.testing.assert_array_equal(out, ref)
+        agree(gi, ref_gi)
+        agree(gg, ref_gg)
+        s_gi, s_gg = cpu_kernels.backward(go, x, g, parallel=False, **kw)
+        np.testing.assert_array_equal(cpu_kernels.forward(x, g, parallel=False, **kw), out)
+        np.testing.assert_array_equal(s_gi, gi)
+        np.testing.assert_array_equal(s_gg, gg)
+
+
+def test_cpu_serial_and_parallel_kernels_have_distinct_cache_keys():
+    """Numba's disk cache keys a closure by its bytecode and closure values, not its options.
+
+    The factories' kernels name PARALLEL so that the serial and the parallel
+    kernel of one (mode, padding) pair never load each other from the cache.
+    """
+    from npstn.kernels.cpu import grid_sample as cpu_kernels
+
+    for kind, padding in (("forward", 0), ("by_image", 0), ("points", 0), ("scatter", -1)):
+        cells = []
+        for parallel in (False, True):
+            k = cpu_kernels._kernel(kind, 0, padding, parallel)
+            cells.append(tuple(cell.cell_contents for cell in k.py_func.__closure__))
+        assert cells[0] != cells[1], kind
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("align_corners", [False, True])
+def test_cpu_affine_grid_serial_and_parallel_kernels(dtype, align_corners):
+    """The affine generator's cpu kernels (serial below AFFINE_PARALLEL_MIN_POINTS, parallel above) match numpy."""
+    import npstn.functional as F
+    from npstn.kernels.cpu import grids as cpu_grids
+
+    rng = np.random.default_rng(7)
+    tol = dict(rtol=1e-12, atol=1e-12) if dtype == np.float64 else dict(rtol=1e-6, atol=1e-6)
+    for size in ((3, 1, 5, 7), (40, 1, 30, 29)):
+        parallel = size[0] * size[2] * size[3] >= cpu_grids.AFFINE_PARALLEL_MIN_POINTS
+        assert parallel == (size[0] == 40)
+        theta = (np.eye(2, 3) + rng.uniform(-0.3, 0.3, (size[0], 2, 3))).astype(dtype)
+        up = rng.standard_normal((size[0], size[2], size[3], 2)).astype(dtype)
+        grid = F.affine_grid(theta, size, align_corners, backend="cpu")
+        assert grid.dtype == dtype
+        np.testing.assert_allclose(grid, F.affine_grid(theta, size, align_corners, backend="numpy"), **tol)
+        gt = F.affine_grid_backward(up, size, align_corners, backend="cpu")
+        assert gt.dtype == dtype
+        np.testing.assert_allclose(gt, F.affine_grid_backward(up, size, align_corners, backend="numpy"), **tol)
+        # the two drivers run the same body
+        xs, ys = F.affine._base_xy(size[2], size[3], align_corners)
+        other = np.empty_like(grid)
+        (cpu_grids._affine_grid_serial if parallel else cpu_grids._affine_grid_kernel)(theta, xs, ys, other)
+        np.testing.assert_array_equal(other, grid)
+    # ... and never share a disk-cache entry (see test_cpu_serial_and_parallel_kernels_have_distinct_cache_keys)
+    for serial, par in ((cpu_grids._affine_grid_serial, cpu_grids._affine_grid_kernel),
+                        (cpu_grids._affine_grid_backward_serial, cpu_grids._affine_grid_backward_kernel)):
+        cells = [tuple(cell.cell_contents for cell in k.py_func.__closure__) for k in (serial, par)]
+        assert cells[0] != cells[1]

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 
+import numba
 import numpy as np
 from numba import njit, prange
 
@@ -30,49 +31,110 @@ PROJECTIVE_FAR = 1e6
 # Affine (eq. 1): x^s = t00 x^t + t01 y^t + t02, y^s = t10 x^t + t11 y^t + t12
 # ----------------------------------------------------------------------------
 
-@njit(parallel=True, cache=True)
-def _affine_grid_kernel(theta, xs, ys, grid):
-    n_batch, h, w = grid.shape[0], grid.shape[1], grid.shape[2]
-    for row in prange(n_batch * h):
-        n, i = row // h, row % h
-        y = ys[i]
-        for j in range(w):
-            x = xs[j]
-            grid[n, i, j, 0] = theta[n, 0, 0] * x + theta[n, 0, 1] * y + theta[n, 0, 2]
-            grid[n, i, j, 1] = theta[n, 1, 0] * x + theta[n, 1, 1] * y + theta[n, 1, 2]
+#
+# The affine generator runs on every spatial-transformer step, so its kernels
+# get the care the sampler's do (the other generators keep the plain form):
+# theta's six numbers are read once per row instead of once per point, rows
+# are written through flat views (no wraparound checks, so the row loop
+# vectorises), small calls run a serial copy of the kernel (see
+# AFFINE_PARALLEL_MIN_POINTS), large ones hand their rows (images) out in
+# chunks to whichever thread is free, and the backward's sums are vectorised.
+
+#: calls with fewer grid points (N * H_out * W_out) run the serial affine kernels
+AFFINE_PARALLEL_MIN_POINTS = 1 << 15
 
 
-@njit(parallel=True, cache=True)
-def _affine_grid_backward_kernel(grad_grid, xs, ys, grad_theta):
-    # dL/dtheta[n, r, :] = sum_ij G[n, i, j, r] * (x_j^t, y_i^t, 1)
-    n_batch, h, w = grad_grid.shape[0], grad_grid.shape[1], grad_grid.shape[2]
-    for n in prange(n_batch):
-        acc = np.zeros((2, 3))  # float64 accumulators
-        for i in range(h):
+def _make_affine_kernels(parallel: bool):
+    """(grid kernel, backward kernel), compiled with ``prange`` (parallel) or as plain loops (serial).
+
+    The backward may reassociate its float64 sums, which lets the compiler
+    vectorise them; the order of a float64 sum is not part of the contract
+    (only its float64 accuracy is). The kernels name PARALLEL, a closure
+    variable, so that Numba's disk cache (which tells closures apart by
+    their bytecode and closure values, not by their options) keeps the
+    serial and the parallel ones apart.
+    """
+    PARALLEL = parallel
+
+    @njit(parallel=parallel, cache=True)
+    def grid_kernel(theta, xs, ys, grid):
+        # grid[n, i, j] = (t00 x_j + t01 y_i + t02, t10 x_j + t11 y_i + t12), summed in that order
+        PARALLEL  # noqa: B018 (part of the cache key)
+        n_batch, h, w = grid.shape[0], grid.shape[1], grid.shape[2]
+        flat = grid.reshape(grid.size)
+        for row in prange(n_batch * h):
+            n, i = row // h, row % h
             y = ys[i]
+            t00, t01, t02 = theta[n, 0, 0], theta[n, 0, 1], theta[n, 0, 2]
+            t10, t11, t12 = theta[n, 1, 0], theta[n, 1, 1], theta[n, 1, 2]
+            t01y = t01 * y  # the same product the per-point expression forms
+            t11y = t11 * y
+            out = flat[2 * w * row:2 * w * (row + 1)]  # this row: x, y, x, y, ...
             for j in range(w):
                 x = xs[j]
-                for r in range(2):
-                    g = grad_grid[n, i, j, r]
-                    acc[r, 0] += g * x
-                    acc[r, 1] += g * y
-                    acc[r, 2] += g
-        for r in range(2):
-            for k in range(3):
-                grad_theta[n, r, k] = acc[r, k]
+                out[2 * j] = t00 * x + t01y + t02
+                out[2 * j + 1] = t10 * x + t11y + t12
+
+    @njit(parallel=parallel, cache=True, fastmath={"reassoc"})
+    def backward_kernel(grad_grid, xs, ys, grad_theta):
+        # dL/dtheta[n, r, :] = sum_ij G[n, i, j, r] * (x_j^t, y_i^t, 1)
+        PARALLEL  # noqa: B018 (part of the cache key)
+        n_batch, h, w = grad_grid.shape[0], grad_grid.shape[1], grad_grid.shape[2]
+        flat = grad_grid.reshape(grad_grid.size)
+        for n in prange(n_batch):
+            gxx = gxy = gx1 = 0.0  # float64 accumulators: sum G_x x, G_x y, G_x; then the same for G_y
+            gyx = gyy = gy1 = 0.0
+            for i in range(h):
+                y = ys[i]
+                g = flat[2 * w * (n * h + i):2 * w * (n * h + i + 1)]  # row i of image n
+                for j in range(w):
+                    x = xs[j]
+                    gx = g[2 * j]
+                    gy = g[2 * j + 1]
+                    gxx += gx * x
+                    gxy += gx * y
+                    gx1 += gx
+                    gyx += gy * x
+                    gyy += gy * y
+                    gy1 += gy
+            grad_theta[n, 0, 0] = gxx
+            grad_theta[n, 0, 1] = gxy
+            grad_theta[n, 0, 2] = gx1
+            grad_theta[n, 1, 0] = gyx
+            grad_theta[n, 1, 1] = gyy
+            grad_theta[n, 1, 2] = gy1
+
+    return grid_kernel, backward_kernel
+
+
+_affine_grid_kernel, _affine_grid_backward_kernel = _make_affine_kernels(True)
+_affine_grid_serial, _affine_grid_backward_serial = _make_affine_kernels(False)
+
+
+def _chunk(iterations: int) -> int:
+    """prange chunk size: about 8 chunks per thread, handed out to whichever thread is free."""
+    return max(1, iterations // (8 * numba.get_num_threads()))
 
 
 def affine_grid(theta, xs, ys):
     """theta (N, 2, 3) -> grid (N, H_out, W_out, 2), theta's dtype."""
     grid = np.empty((theta.shape[0], ys.shape[0], xs.shape[0], 2), dtype=theta.dtype)
-    _affine_grid_kernel(theta, xs, ys, grid)
+    if grid.size // 2 < AFFINE_PARALLEL_MIN_POINTS:
+        _affine_grid_serial(theta, xs, ys, grid)
+    else:
+        with numba.parallel_chunksize(_chunk(grid.shape[0] * grid.shape[1])):
+            _affine_grid_kernel(theta, xs, ys, grid)
     return grid
 
 
 def affine_grid_backward(grad_grid, xs, ys):
     """grad_grid (N, H_out, W_out, 2) -> grad_theta (N, 2, 3), grad_grid's dtype."""
     grad_theta = np.empty((grad_grid.shape[0], 2, 3), dtype=grad_grid.dtype)
-    _affine_grid_backward_kernel(grad_grid, xs, ys, grad_theta)
+    if grad_grid.size // 2 < AFFINE_PARALLEL_MIN_POINTS:
+        _affine_grid_backward_serial(grad_grid, xs, ys, grad_theta)
+    else:
+        with numba.parallel_chunksize(_chunk(grad_grid.shape[0])):
+            _affine_grid_backward_kernel(grad_grid, xs, ys, grad_theta)
     return grad_theta
 
 
