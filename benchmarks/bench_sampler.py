@@ -102,6 +102,19 @@ def load_average() -> list | None:
         return None
 
 
+def cuda_unavailable() -> str | None:
+    """Why the cuda backend cannot be timed here, or None (a real GPU, not the simulator)."""
+    if os.environ.get("NUMBA_ENABLE_CUDASIM", "0") not in ("", "0"):
+        return "the CUDA simulator is on (NUMBA_ENABLE_CUDASIM)"
+    try:
+        from numba import cuda
+    except Exception as exc:  # numba-cuda missing or broken
+        return f"numba.cuda cannot be imported ({exc})"
+    if not cuda.is_available():
+        return "no GPU (numba.cuda.is_available() is False)"
+    return None
+
+
 def shape_name(shape, out_hw) -> str:
     return f"({','.join(map(str, shape))})->{out_hw[0]}x{out_hw[1]}"
 
@@ -263,6 +276,8 @@ def parse_args(argv):
 
 def main(argv=None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
+    # the table goes to stdout, or to stderr when the JSON does (--json -)
+    out = sys.stderr if args.json == "-" else sys.stdout
     # OpenMP reads the policy when its runtime starts: before numba / torch are imported.
     if args.omp_wait_policy != "unset":
         if "numba" in sys.modules or "torch" in sys.modules:
@@ -287,12 +302,10 @@ def main(argv=None) -> int:
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
     notes = []
     if "cuda" in backends:
-        from npstn.kernels.cuda.common import cuda_module  # noqa: F401
-        from numba import cuda
-
-        if os.environ.get("NUMBA_ENABLE_CUDASIM", "0") not in ("", "0") or not cuda.is_available():
+        reason = cuda_unavailable()
+        if reason:
             backends.remove("cuda")
-            notes.append("cuda skipped: no GPU (numba.cuda.is_available() is False or the simulator is on)")
+            notes.append(f"cuda skipped: {reason}")
     shape_ids = range(len(SHAPES)) if args.shapes is None else [int(s) for s in args.shapes.split(",")]
 
     if torch is not None:
@@ -322,14 +335,14 @@ def main(argv=None) -> int:
     if "cuda" in backends:
         from numba import cuda
 
-        meta["gpu"] = cuda.get_current_device().name.decode() if isinstance(
-            cuda.get_current_device().name, bytes) else str(cuda.get_current_device().name)
+        name = cuda.get_current_device().name
+        meta["gpu"] = name.decode() if isinstance(name, bytes) else str(name)
     print(f"# {meta['cpu_model']}, {meta['cpu_count']} cores; numba {meta['numba']} "
           f"({meta['numba_threads']} threads), numpy {meta['numpy']}, "
           f"torch {meta['torch']} ({meta['torch_threads']} threads); OMP_WAIT_POLICY={meta['omp_wait_policy']}; "
-          f"load average {meta['load_average_start']}", flush=True)
+          f"load average {meta['load_average_start']}", file=out, flush=True)
     for note in notes:
-        print(f"# {note}", flush=True)
+        print(f"# {note}", file=out, flush=True)
 
     rows = []
     for si in shape_ids:
@@ -369,16 +382,16 @@ def main(argv=None) -> int:
                     row["torch_mpixels_per_s"] = pixels / theirs["median_ms"] / 1e3
                     row["ratio_torch_over_npstn"] = theirs["median_ms"] / ours["median_ms"]
                 rows.append(row)
-                print(format_row(row), flush=True)
+                print(format_row(row), file=out, flush=True)
     try:
         meta["numba_threading_layer"] = numba.threading_layer()  # known once a parallel kernel has run
     except ValueError:
         meta["numba_threading_layer"] = None
     meta["load_average_end"] = load_average()
     print(f"# numba threading layer: {meta['numba_threading_layer']}; load average at the end: "
-          f"{meta['load_average_end']}")
-    print()
-    print(format_table(rows))
+          f"{meta['load_average_end']}", file=out)
+    print(file=out)
+    print(format_table(rows), file=out)
     result = {"meta": meta, "results": rows}
     write_json(result, args.json)
     return 0
@@ -418,7 +431,7 @@ def write_json(result, path):
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with open(path, "w") as f:
         f.write(text + "\n")
-    print(f"# wrote {path}")
+    print(f"# wrote {path}", flush=True)
 
 
 if __name__ == "__main__":

@@ -303,7 +303,8 @@ def test_cpu_kernel_variants_match_the_specification(mode, padding_mode, dtype):
 
     rng = np.random.default_rng(5)
     # the parallel kernels run the serial ones' code under prange: a few pairs cover them (compiling is slow)
-    parallel_too = (mode, padding_mode) in (("bilinear", "zeros"), ("bilinear", "border"), ("nearest", "reflection"))
+    parallel_too = (mode, padding_mode) in (("bilinear", "zeros"), ("bilinear", "border"),
+                                            ("nearest", "reflection"))
     for shape, out_hw in VARIANT_SHAPES:
         x, g, go = _variant_case(rng, dtype, shape, out_hw)
         for align_corners in (False, True):
@@ -318,7 +319,7 @@ def test_cpu_kernel_variants_match_the_specification(mode, padding_mode, dtype):
                     out = cpu_kernels.forward(x, g, parallel=parallel, tile_points=tile_points, **kw)
                     agree(out, ref, f"{kw} output")
                     if padding_mode != "reflection":  # reflection is computed in float64 here
-                        np.testing.assert_array_equal(out, ref, err_msg=f"{kw}: the forward is the spec's, bit for bit")
+                        np.testing.assert_array_equal(out, ref, err_msg=f"{kw}: the spec's forward, bit for bit")
                     for split in (False, True):
                         gi, gg = cpu_kernels.backward(go, x, g, split=split, parallel=parallel,
                                                       tile_points=tile_points, **kw)
