@@ -27,6 +27,8 @@ from __future__ import annotations
 import numpy as np
 from hypothesis import strategies as st
 
+from npstn.testing.strategies.arrays import nchw_shapes
+
 __all__ = [
     "TRANSFORM_NAMES",
     "transform_sizes",
@@ -43,14 +45,9 @@ TRANSFORM_NAMES = ("affine", "attention", "projective", "tps")
 _MODES = ("near_identity", "random")
 
 
-@st.composite
-def transform_sizes(draw, max_batch: int = 3, max_channels: int = 3, min_hw: int = 1, max_hw: int = 6):
+def transform_sizes(max_batch: int = 3, max_channels: int = 3, min_hw: int = 1, max_hw: int = 6):
     """size = (N, C, H_out, W_out); H_out and W_out independent, so 1x1, odd and non-square occur."""
-    n = draw(st.integers(1, max_batch))
-    c = draw(st.integers(1, max_channels))
-    h = draw(st.integers(min_hw, max_hw))
-    w = draw(st.integers(min_hw, max_hw))
-    return (n, c, h, w)
+    return nchw_shapes(max_batch=max_batch, max_channels=max_channels, min_hw=min_hw, max_hw=max_hw)
 
 
 def _batch(draw, n):
