@@ -210,6 +210,12 @@ def _cmd_reproduce(args) -> int:
                   _split(args.distortions))
 
 
+def _cmd_bench(args) -> int:
+    from npstn.bench import main as bench_main
+
+    return bench_main([args.benchmark, *args.options])
+
+
 def _add_sweep_options(p, seeds: int = 1) -> None:
     p.add_argument("--seeds", type=int, default=seeds,
                    help=f"runs per cell, seeds SEED_START, SEED_START+1, ... (default {seeds})")
@@ -307,6 +313,14 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--out", default="runs/table1")
     _add_sweep_options(r, seeds=3)  # the paper reports means of 3 runs
     r.set_defaults(func=_cmd_reproduce)
+
+    bn = sub.add_parser("bench", help="run a benchmark: sampler or train (npstn bench NAME --help)",
+                        description="Run one of npstn's benchmarks; it prints a Markdown table and "
+                        "writes JSON. Options after NAME go to the benchmark (npstn bench NAME --help).")
+    bn.add_argument("benchmark", choices=["sampler", "train"],
+                    help="sampler: affine grid + bilinear sampling; train: one training step per model")
+    bn.add_argument("options", nargs=argparse.REMAINDER, help="the benchmark's options")
+    bn.set_defaults(func=_cmd_bench)
     return p
 
 

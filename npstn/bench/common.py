@@ -1,0 +1,239 @@
+"""Helpers shared by the benchmarks: machine description, timing, JSON output.
+
+Nothing here imports NumPy, Numba or PyTorch at module level: a benchmark
+must be able to set ``OMP_WAIT_POLICY`` (and thread counts) before those
+libraries load their threading runtimes.
+"""
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import platform
+import socket
+import statistics
+import sys
+import time
+
+__all__ = [
+    "REPO",
+    "cpu_model",
+    "load_average",
+    "cuda_unavailable",
+    "set_omp_wait_policy",
+    "import_torch",
+    "blas_threads",
+    "set_blas_threads",
+    "stats_ms",
+    "run_interleaved",
+    "default_json_path",
+    "write_json",
+]
+
+#: The folder holding the ``npstn`` package: the repository root in a checkout
+#: (or an editable install); site-packages in a regular install.
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+# ----------------------------------------------------------------------------
+# Machine description
+# ----------------------------------------------------------------------------
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def load_average() -> list | None:
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return None
+
+
+def cuda_unavailable() -> str | None:
+    """Why the cuda backend cannot be timed here, or None (a real GPU, not the simulator)."""
+    if os.environ.get("NUMBA_ENABLE_CUDASIM", "0") not in ("", "0"):
+        return "the CUDA simulator is on (NUMBA_ENABLE_CUDASIM)"
+    try:
+        from numba import cuda
+    except Exception as exc:  # numba-cuda missing or broken
+        return f"numba.cuda cannot be imported ({exc})"
+    if not cuda.is_available():
+        return "no GPU (numba.cuda.is_available() is False)"
+    return None
+
+
+def gpu_name() -> str:
+    from numba import cuda
+
+    name = cuda.get_current_device().name
+    return name.decode() if isinstance(name, bytes) else str(name)
+
+
+def set_omp_wait_policy(policy: str) -> None:
+    """Set ``OMP_WAIT_POLICY`` (``passive``/``active``; ``unset`` leaves it alone).
+
+    OpenMP reads it when its runtime starts: call this before numba's parallel
+    kernels first run and before torch is imported.
+    """
+    if policy == "unset":
+        return
+    # importing numba starts no OpenMP runtime; its first parallel kernel (the threading
+    # layer's initialisation) or importing torch does
+    numba_par = sys.modules.get("numba.np.ufunc.parallel")
+    if "torch" in sys.modules or getattr(numba_par, "_is_initialized", False):
+        print("note: an OpenMP runtime (numba's threading layer or torch) has already started; "
+              "--omp-wait-policy may not take effect", file=sys.stderr)
+    os.environ["OMP_WAIT_POLICY"] = policy.upper()
+
+
+def import_torch(disabled: bool = False):
+    """``torch``, or None when it is not installed (or ``disabled``). Never a dependency of npstn."""
+    if disabled:
+        return None
+    try:
+        import torch
+    except ImportError:
+        return None
+    return torch
+
+
+# ----------------------------------------------------------------------------
+# BLAS threads (NumPy's matrix products): best effort, through OpenBLAS's own
+# API found among the loaded libraries, or threadpoolctl when it is installed.
+# ----------------------------------------------------------------------------
+
+_OPENBLAS_PREFIXES = ("scipy_openblas", "openblas")
+_OPENBLAS_SUFFIXES = ("64_", "")
+
+
+def _openblas_functions(kind: str):
+    """(get or set) functions of every OpenBLAS loaded in this process."""
+    libs = set()
+    try:
+        with open("/proc/self/maps") as f:
+            for line in f:
+                path = line.split()[-1] if line.strip() else ""
+                if "openblas" in os.path.basename(path).lower() and os.path.isfile(path):
+                    libs.add(path)
+    except OSError:
+        return []
+    found = []
+    for path in sorted(libs):
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for prefix in _OPENBLAS_PREFIXES:
+            for suffix in _OPENBLAS_SUFFIXES:
+                fn = getattr(lib, f"{prefix}_{kind}_num_threads{suffix}", None)
+                if fn is not None:
+                    found.append(fn)
+                    break
+            else:
+                continue
+            break
+    return found
+
+
+def blas_threads() -> int | None:
+    """Threads NumPy's BLAS uses for a matrix product, if it can be told (else None)."""
+    try:
+        import threadpoolctl
+
+        info = [i for i in threadpoolctl.threadpool_info() if i.get("user_api") == "blas"]
+        if info:
+            return int(info[0]["num_threads"])
+    except Exception:
+        pass
+    for fn in _openblas_functions("get"):
+        try:
+            fn.restype = ctypes.c_int
+            return int(fn())
+        except Exception:
+            continue
+    return None
+
+
+def set_blas_threads(n: int) -> bool:
+    """Ask NumPy's BLAS to use ``n`` threads; True if it could be done."""
+    try:
+        import threadpoolctl
+
+        threadpoolctl.threadpool_limits(limits=int(n), user_api="blas")
+        return True
+    except Exception:
+        pass
+    done = False
+    for fn in _openblas_functions("set"):
+        try:
+            fn.argtypes = [ctypes.c_int]
+            fn(int(n))
+            done = True
+        except Exception:
+            continue
+    return done
+
+
+# ----------------------------------------------------------------------------
+# Measurement
+# ----------------------------------------------------------------------------
+
+def stats_ms(times):
+    """Seconds -> {median_ms, min_ms, q1_ms, q3_ms, repeats}."""
+    ts = sorted(t * 1e3 for t in times)
+    q = statistics.quantiles(ts, n=4) if len(ts) >= 2 else [ts[0]] * 3
+    return {"median_ms": statistics.median(ts), "min_ms": ts[0], "q1_ms": q[0], "q3_ms": q[2],
+            "repeats": len(ts)}
+
+
+def run_interleaved(funcs: dict, repeats: int, warmup: int) -> dict:
+    """Time every callable once per round, in turn; return name -> stats."""
+    names = list(funcs)
+    for _ in range(warmup):
+        for name in names:
+            funcs[name]()
+    times = {name: [] for name in names}
+    clock = time.perf_counter
+    for r in range(repeats):
+        # alternate the order each round so no implementation always follows the same one
+        order = names if r % 2 == 0 else names[::-1]
+        for name in order:
+            t0 = clock()
+            funcs[name]()
+            times[name].append(clock() - t0)
+    return {name: stats_ms(ts) for name, ts in times.items()}
+
+
+# ----------------------------------------------------------------------------
+# Output
+# ----------------------------------------------------------------------------
+
+def default_json_path(name: str) -> str:
+    """``benchmarks/results/<name>-<host>.json`` in a checkout, else ``./<name>-<host>.json``."""
+    fname = f"{name}-{socket.gethostname()}.json"
+    bench_dir = os.path.join(REPO, "benchmarks")
+    if os.path.isdir(bench_dir):
+        return os.path.join(bench_dir, "results", fname)
+    return os.path.join(os.getcwd(), fname)
+
+
+def write_json(result, path, name: str) -> None:
+    """Write ``result`` to ``path`` ('-': stdout; None: :func:`default_json_path`)."""
+    text = json.dumps(result, indent=2)
+    if path == "-":
+        print(text)
+        return
+    if path is None:
+        path = default_json_path(name)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as f:
+        f.write(text + "\n")
+    print(f"# wrote {path}", flush=True)

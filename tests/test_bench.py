@@ -1,0 +1,221 @@
+"""The benchmarks (npstn.bench, `npstn bench`, benchmarks/*.py): smoke runs and the PyTorch twins.
+
+Tiny settings only: these tests check that the benchmarks run, print their
+table and write well-formed JSON, and that the PyTorch networks the training
+benchmark compares against are the same networks (so the comparison is like
+for like). They never assert on a time.
+"""
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from npstn import models as M
+from npstn.bench import main as bench_main
+from npstn.bench import train as BT
+from npstn.cli import main as cli_main
+
+REPO = Path(__file__).resolve().parents[1]
+TINY_TRAIN = ["--batch-size", "8", "--repeats", "1", "--warmup", "0", "--data", "synthetic",
+              "--data-batches", "2"]
+TINY_SAMPLER = ["--backends", "cpu", "--shapes", "0", "--repeats", "1", "--warmup", "0"]
+
+STATS = {"median_ms", "min_ms", "q1_ms", "q3_ms", "repeats"}
+
+
+def _load_script(name):
+    spec = importlib.util.spec_from_file_location(f"_bench_script_{name}", REPO / "benchmarks" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _check_train_json(result, labels, torch_expected):
+    meta = result["meta"]
+    for key in ("cpu_model", "cpu_count", "numba", "numpy", "torch", "numba_threads", "date", "command",
+                "batch_size", "distortion", "data", "notes", "load_average_start", "load_average_end"):
+        assert key in meta, key
+    assert meta["benchmark"] == "bench_train" and meta["batch_size"] == 8
+    rows = result["results"]
+    assert [r["label"] for r in rows] == labels
+    for r in rows:
+        assert STATS <= set(r["npstn"]) and STATS <= set(r["data"])
+        assert r["npstn"]["repeats"] == 1
+        assert r["steps_per_s"] > 0 and r["projected_hours"] > 0 and r["projected_steps"] == 150_000
+        assert r["params"] == M.model_spec(r["model"], r["transform"] or "affine", "rts").params
+        if r["model"].startswith("st-"):
+            assert STATS <= set(r["st"]) and 0 < r["st_share"] < 1.5
+        assert ("torch" in r) == torch_expected
+        if torch_expected:
+            assert STATS <= set(r["torch"]) and r["ratio_torch_over_npstn"] > 0
+            assert r["torch_params"] == r["params"]
+            assert r["equivalence"]["logits_max_rel_err"] <= 1e-4
+    return rows
+
+
+# ----------------------------------------------------------------------------
+# Smoke runs
+# ----------------------------------------------------------------------------
+
+def test_option_names_agree_with_models():
+    assert BT.MODELS == M.MODELS
+    assert set(BT.TRANSFORM_NAMES) == set(M.TRANSFORM_NAMES)
+    assert set(BT.DISTORTIONS) == set(M.INPUT_SIZES)
+
+
+def test_train_main_smoke(tmp_path, capsys):
+    pytest.importorskip("torch")
+    path = tmp_path / "train.json"
+    assert BT.main(["--models", "fcn,st-fcn", "--transforms", "affine", *TINY_TRAIN, "--json", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "| model | backend | params | npstn ms/step (median) |" in out
+    assert "ST-FCN affine / FCN" in out and f"# wrote {path}" in out
+    rows = _check_train_json(json.loads(path.read_text()), ["FCN", "ST-FCN affine"], torch_expected=True)
+    assert "st_over_base" in rows[1] and "torch_st_over_base" in rows[1]
+    assert json.loads(path.read_text())["meta"]["command"].startswith("python benchmarks/bench_train.py ")
+
+
+def test_train_cli_json_to_stdout_and_cuda_skip(capsys):
+    # cuda is never timed here (no GPU, or the CUDA simulator that conftest switches on)
+    assert cli_main(["bench", "train", "--backends", "cpu,cuda", "--models", "st-cnn", "--transforms", "tps",
+                     "--no-torch", *TINY_TRAIN, "--json", "-"]) == 0
+    cap = capsys.readouterr()
+    result = json.loads(cap.out)  # the JSON alone on stdout; the table on stderr
+    assert "| ST-CNN tps | cpu |" in cap.err
+    rows = _check_train_json(result, ["ST-CNN tps"], torch_expected=False)
+    assert "st_over_base" not in rows[0]  # no CNN in this run
+    assert any(n.startswith("cuda skipped") for n in result["meta"]["notes"])
+    assert result["meta"]["command"].startswith("npstn bench train ")
+    assert result["meta"]["torch"] is None
+
+
+def test_train_without_torch_installed(tmp_path, capsys, monkeypatch):
+    import numba
+
+    monkeypatch.setitem(sys.modules, "torch", None)  # `import torch` raises ImportError
+    path = tmp_path / "t.json"
+    threads = str(numba.get_num_threads())  # exercise --threads without changing the process's counts
+    assert BT.main(["--models", "fcn", *TINY_TRAIN, "--threads", threads, "--json", str(path)]) == 0
+    assert "PyTorch is not installed" in capsys.readouterr().out
+    result = json.loads(path.read_text())
+    _check_train_json(result, ["FCN"], torch_expected=False)
+    assert result["meta"]["numba_threads"] == int(threads)
+
+
+def test_train_script_wrapper(tmp_path, capsys):
+    script = _load_script("bench_train")
+    path = tmp_path / "t.json"
+    assert script.main(["--models", "cnn", "--no-torch", *TINY_TRAIN, "--json", str(path)]) == 0
+    assert "| CNN | cpu |" in capsys.readouterr().out
+    _check_train_json(json.loads(path.read_text()), ["CNN"], torch_expected=False)
+
+
+def test_train_bad_options_exit_2():
+    for bad in (["--models", "resnet"], ["--transforms", "warp"], ["--backends", "tpu"], ["--repeats", "0"]):
+        with pytest.raises(SystemExit) as exc:
+            BT.main(bad)
+        assert exc.value.code == 2
+
+
+def test_data_source_falls_back_to_synthetic(tmp_path, monkeypatch):
+    monkeypatch.delenv("NPSTN_DATA_DIR", raising=False)
+    x, y, desc = BT.make_data_source("auto", data_dir=tmp_path)  # an empty folder: no MNIST
+    assert desc.startswith("synthetic digits") and str(tmp_path) in desc
+    assert x.dtype == np.uint8 and x.shape[1:] == (28, 28) and len(x) == len(y)
+    assert BT.make_data_source("synthetic")[2].startswith("synthetic")
+
+
+def test_sampler_main_and_script(tmp_path, capsys):
+    from npstn.bench import sampler as BS
+
+    path = tmp_path / "s.json"
+    assert BS.main([*TINY_SAMPLER, "--no-torch", "--json", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "| shape | backend | pass | npstn ms (median) |" in out and "| (256,1,28,28)->28x28 | cpu | fwd |" in out
+    result = json.loads(path.read_text())
+    assert result["meta"]["benchmark"] == "bench_sampler"
+    assert result["meta"]["command"] == "python benchmarks/bench_sampler.py " + " ".join(
+        [*TINY_SAMPLER, "--no-torch", "--json", str(path)])
+    assert [(r["backend"], r["pass"]) for r in result["results"]] == [("cpu", "fwd"), ("cpu", "fwd+bwd")]
+    assert all(STATS <= set(r["npstn"]) for r in result["results"])
+
+    script = _load_script("bench_sampler")
+    assert script.main([*TINY_SAMPLER, "--json", str(path)]) == 0
+    capsys.readouterr()
+    rows = json.loads(path.read_text())["results"]
+    has_torch = importlib.util.find_spec("torch") is not None
+    assert all(("torch" in r) == has_torch for r in rows)
+
+
+def test_sampler_cli(tmp_path, capsys):
+    path = tmp_path / "s.json"
+    assert cli_main(["bench", "sampler", *TINY_SAMPLER, "--no-torch", "--json", str(path)]) == 0
+    assert "| (256,1,28,28)->28x28 | cpu | fwd+bwd |" in capsys.readouterr().out
+    assert json.loads(path.read_text())["meta"]["command"].startswith("npstn bench sampler ")
+
+
+def test_bench_dispatch_usage(capsys):
+    assert bench_main([]) == 0
+    assert "sampler" in capsys.readouterr().out
+    assert bench_main(["nope"]) == 2
+
+
+# ----------------------------------------------------------------------------
+# The PyTorch twins are the same networks
+# ----------------------------------------------------------------------------
+
+ALL_MODELS = [("fcn", None), ("cnn", None)] + [(m, t) for m in ("st-fcn", "st-cnn") for t in M.TRANSFORM_NAMES]
+
+
+def _perturb_regression(model, rng, scale=0.02):
+    """Move an ST off the identity (where every sample point sits on a kink of bilinear sampling)."""
+    reg = [m for m in model.transformer.localization.modules() if type(m).__name__ == "Linear"][-1]
+    reg.weight.data += rng.normal(0, scale, reg.weight.data.shape).astype(np.float32)
+    reg.bias.data += rng.normal(0, scale, reg.bias.data.shape).astype(np.float32)
+
+
+@pytest.mark.parametrize("model_name,transform", ALL_MODELS, ids=[BT.label(m, t) for m, t in ALL_MODELS])
+def test_torch_twin_forward_and_gradients_match(model_name, transform):
+    pytest.importorskip("torch")
+    from npstn.bench.torch_models import check_equivalence, to_torch
+
+    rng = np.random.default_rng(1)
+    model = M.build_model(model_name, transform or "affine", "rts", seed=3)
+    tmodel, lr_mults = to_torch(model)
+    x = rng.random((4, 1, 42, 42), dtype=np.float32)
+    y = rng.integers(0, 10, 4)
+    # as the benchmark checks it, at the initial (identity) transform
+    eq = check_equivalence(model, tmodel, x, y)
+    assert eq["logits_max_rel_err"] <= 1e-4 and eq["grad_max_rel_err"] <= 1e-3
+    # every parameter's gradient, localisation networks included, off the identity
+    if model_name.startswith("st-"):
+        _perturb_regression(model, rng)
+        tmodel, lr_mults = to_torch(model)
+        eq = check_equivalence(model, tmodel, x, y, grad_tol=1e-4, check_loc_grads=True)
+        assert eq["logits_max_rel_err"] <= 1e-4
+    assert sum(int(p.numel()) for p in tmodel.parameters()) == model.num_parameters()
+    assert len(lr_mults) == len(model.parameters())
+
+
+@pytest.mark.parametrize("model_name,transform", [("st-fcn", "affine"), ("st-cnn", "tps")])
+def test_torch_twin_training_steps_match(model_name, transform):
+    """Two benchmark steps of each library from the same weights and batches give the same weights."""
+    torch = pytest.importorskip("torch")
+    from npstn.bench.torch_models import to_torch
+
+    rng = np.random.default_rng(2)
+    model = M.build_model(model_name, transform, "rts", seed=4, loc_lr_mult=0.3)
+    _perturb_regression(model, rng)
+    tmodel, lr_mults = to_torch(model)
+    batches = [(rng.random((4, 1, 42, 42), dtype=np.float32), rng.integers(0, 10, 4)) for _ in range(2)]
+    tbatches = [(torch.from_numpy(x), torch.from_numpy(y.astype(np.int64))) for x, y in batches]
+    st_times = []
+    step, tstep = BT._npstn_step(model, batches, 0.9, st_times), BT._torch_step(torch, tmodel, lr_mults, tbatches, 0.9)
+    for _ in range(2):
+        assert abs(step() - tstep()) < 1e-4
+    assert len(st_times) == 2 and all(t > 0 for t in st_times)
+    for (name, p), tp in zip(model.named_parameters(), tmodel.parameters()):
+        np.testing.assert_allclose(p.data, tp.detach().numpy(), rtol=1e-4, atol=1e-5, err_msg=name)
