@@ -20,8 +20,30 @@ def _cmd_demo(args) -> int:
     return 0
 
 
+def _apply_threads(args, command: str) -> None:
+    """--threads N: N threads for Numba and BLAS; without it, a hint when the machine is busy."""
+    from npstn.utils.threads import machine_busy, set_num_threads
+
+    if getattr(args, "threads", None):
+        set_num_threads(args.threads)
+        return
+    busy, load, cores = machine_busy()
+    if busy:
+        print(f"npstn {command}: this machine is busy (load average {load:.1f} on {cores} cores); "
+              "parallel kernels then wait on descheduled threads, and --threads 1 can be several "
+              "times faster", file=sys.stderr)
+
+
+def _threads_option(p) -> None:
+    p.add_argument("--threads", type=int, default=None, metavar="N",
+                   help="threads for Numba's kernels and NumPy's BLAS (default: all cores; on a busy "
+                   "machine 1 is often much faster)")
+
+
 def _cmd_quickstart(args) -> int:
     from npstn.quickstart import run_quickstart
+
+    _apply_threads(args, "quickstart")
 
     run_quickstart(out=args.out, steps=args.steps, seed=args.seed, data_dir=args.data_dir,
                    progress=not args.quiet)
@@ -93,6 +115,7 @@ def _cmd_train(args) -> int:
     from npstn.data import MNISTError
     from npstn.train import CONFIG, TrainConfig, TrainingDiverged, train
 
+    _apply_threads(args, "train")
     given = _given(args, _TRAIN_FIELDS)
     try:
         config = TrainConfig.from_dict(given)
@@ -187,6 +210,8 @@ def _sweep(args, models, transforms, distortions) -> int:
     except (TypeError, ValueError, OSError) as exc:
         print(f"npstn sweep: {exc}", file=sys.stderr)
         return 2
+    if args.jobs <= 1 and not args.dask:  # runs in this process; a pool's workers get cores // jobs each
+        _apply_threads(args, "sweep")
     print(f"npstn sweep: {len(configs)} runs into {args.out}/ "
           + (f"on dask at {args.dask}" if args.dask else f"with {args.jobs} process(es)"), flush=True)
     try:
@@ -223,6 +248,9 @@ def _add_sweep_options(p, seeds: int = 1) -> None:
     p.add_argument("--jobs", type=int, default=1, help="parallel runs in the local process pool (default 1)")
     p.add_argument("--dask", metavar="ADDRESS", default=None,
                    help="run the jobs on a dask.distributed scheduler (e.g. tcp://host:8786) instead")
+    p.add_argument("--threads", type=int, default=None, metavar="N",
+                   help="with --jobs 1: threads for Numba and BLAS (default all cores); a process "
+                   "pool gives each worker cores // jobs")
     _add_training_options(p, sweep=True)
 
 
@@ -249,6 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--out", default="runs/quickstart")
     q.add_argument("--data-dir", default=None, help="folder with the MNIST IDX files")
     q.add_argument("--quiet", action="store_true", help="no progress bars")
+    _threads_option(q)
     q.set_defaults(func=_cmd_quickstart)
 
     g = sub.add_parser("data", help="find or fetch MNIST, verify it, and print where it lives")
@@ -270,6 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--log-every", type=int, help="CSV row every K steps (default min(100, steps/100))")
     t.add_argument("--max-loss", type=float, help="stop as diverged above this loss (default 100)")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
+    _threads_option(t)
     _add_training_options(t)
     t.set_defaults(func=_cmd_train)
 

@@ -6,7 +6,6 @@ libraries load their threading runtimes.
 """
 from __future__ import annotations
 
-import ctypes
 import json
 import os
 import platform
@@ -105,81 +104,9 @@ def import_torch(disabled: bool = False):
     return torch
 
 
-# ----------------------------------------------------------------------------
-# BLAS threads (NumPy's matrix products): best effort, through OpenBLAS's own
-# API found among the loaded libraries, or threadpoolctl when it is installed.
-# ----------------------------------------------------------------------------
-
-_OPENBLAS_PREFIXES = ("scipy_openblas", "openblas")
-_OPENBLAS_SUFFIXES = ("64_", "")
-
-
-def _openblas_functions(kind: str):
-    """(get or set) functions of every OpenBLAS loaded in this process."""
-    libs = set()
-    try:
-        with open("/proc/self/maps") as f:
-            for line in f:
-                path = line.split()[-1] if line.strip() else ""
-                if "openblas" in os.path.basename(path).lower() and os.path.isfile(path):
-                    libs.add(path)
-    except OSError:
-        return []
-    found = []
-    for path in sorted(libs):
-        try:
-            lib = ctypes.CDLL(path)
-        except OSError:
-            continue
-        for prefix in _OPENBLAS_PREFIXES:
-            for suffix in _OPENBLAS_SUFFIXES:
-                fn = getattr(lib, f"{prefix}_{kind}_num_threads{suffix}", None)
-                if fn is not None:
-                    found.append(fn)
-                    break
-            else:
-                continue
-            break
-    return found
-
-
-def blas_threads() -> int | None:
-    """Threads NumPy's BLAS uses for a matrix product, if it can be told (else None)."""
-    try:
-        import threadpoolctl
-
-        info = [i for i in threadpoolctl.threadpool_info() if i.get("user_api") == "blas"]
-        if info:
-            return int(info[0]["num_threads"])
-    except Exception:
-        pass
-    for fn in _openblas_functions("get"):
-        try:
-            fn.restype = ctypes.c_int
-            return int(fn())
-        except Exception:
-            continue
-    return None
-
-
-def set_blas_threads(n: int) -> bool:
-    """Ask NumPy's BLAS to use ``n`` threads; True if it could be done."""
-    try:
-        import threadpoolctl
-
-        threadpoolctl.threadpool_limits(limits=int(n), user_api="blas")
-        return True
-    except Exception:
-        pass
-    done = False
-    for fn in _openblas_functions("set"):
-        try:
-            fn.argtypes = [ctypes.c_int]
-            fn(int(n))
-            done = True
-        except Exception:
-            continue
-    return done
+# BLAS threads (NumPy's matrix products): npstn.utils.threads does it for
+# the training commands too.
+from npstn.utils.threads import blas_threads, set_blas_threads  # noqa: E402,F401
 
 
 # ----------------------------------------------------------------------------
