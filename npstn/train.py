@@ -39,6 +39,12 @@ noted; test error % on the full 10k RTS test set)::
 There is no autodiff anywhere: each step is ``forward``, ``loss.backward()``,
 ``model.backward``, ``optimizer.step()``.
 
+With ``backend="cuda"`` the model lives on the GPU (``model.to("cuda")``): each
+step copies the batch to the device once, every layer, the loss and the SGD
+update run there, and only the scalar loss, the count of correct predictions
+and a did-anything-become-NaN flag come back. Checkpoints hold host copies,
+as on the CPU, and resuming puts them back on the device.
+
 A run lives in one folder::
 
     config.json       the TrainConfig (written first)
@@ -286,11 +292,31 @@ def evaluate(model: nn.Module, x: np.ndarray, y: np.ndarray, batch_size: int = 2
     try:
         for i in range(0, len(y), batch_size):
             xb = np.ascontiguousarray(x[i:i + batch_size], dtype=np.float32)
-            pred = model(xb).argmax(axis=1)
+            on_device = getattr(model, "device", "cpu") == "cuda"
+            pred = _predict(model, xb) if on_device else model(xb).argmax(axis=1)
             wrong += int((pred != y[i:i + batch_size]).sum())
     finally:
         model.train(was_training)
     return 100.0 * wrong / len(y)
+
+
+def _predict(model, xb: np.ndarray) -> np.ndarray:
+    """Predicted classes of a model on the GPU: the batch goes up, N int64 labels come back."""
+    from npstn._device import to_device
+    from npstn.kernels.cuda.loss import argmax_rows
+
+    return argmax_rows(model(to_device(xb))).copy_to_host()
+
+
+def _count_correct(logits, y) -> int:
+    """Rows of ``logits`` whose argmax is the label (a device kernel for device logits)."""
+    from npstn._device import is_device_array
+
+    if is_device_array(logits):
+        from npstn.kernels.cuda.loss import count_correct
+
+        return count_correct(logits, y)
+    return int((logits.argmax(axis=1) == y).sum())
 
 
 # ---------------------------------------------------------------------------
@@ -434,6 +460,10 @@ def _check_resume_config(stored: dict, config: TrainConfig, where: Path) -> None
 
 
 def _all_finite(model) -> bool:
+    if getattr(model, "device", "cpu") == "cuda":  # one flag for all parameters, read back once
+        from npstn.kernels.cuda.elementwise import all_finite
+
+        return all_finite([p.data for p in model.parameters()])
     return all(np.isfinite(p.data).all() for p in model.parameters())
 
 
@@ -472,6 +502,9 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True, d
     with _backend(config.backend):
         model = build_model(config.model, config.transform, config.distortion, width=config.width,
                             loc_lr_mult=config.loc_lr_mult, seed=config.seed)
+        on_device = npstn.get_backend() == "cuda"
+        if on_device:  # parameters, gradients and SGD buffers live on the GPU
+            model.to("cuda")
         optimizer = nn.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
                            weight_decay=config.weight_decay)
         scheduler = nn.MultiStepLR(optimizer, config.milestones, config.lr_gamma)
@@ -511,8 +544,14 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True, d
         try:
             for step in range(start, config.steps):
                 x, y = train_source.sample_batch(config.batch_size, rng)
+                y_loss = y
+                if on_device:  # the one host-to-device copy of the step
+                    from npstn._device import to_device
+
+                    x = to_device(np.asarray(x, dtype=np.float32))
+                    y_loss = to_device(np.asarray(y, dtype=np.int64))
                 logits = model(x)
-                loss = float(loss_fn(logits, y))
+                loss = float(loss_fn(logits, y_loss))
                 if not math.isfinite(loss) or loss > config.max_loss:
                     log.flush()
                     raise _diverged(run, config, step + 1, loss,
@@ -530,7 +569,7 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True, d
                     raise _diverged(run, config, k, loss, "a parameter became NaN or infinite")
 
                 window["loss"] += loss
-                window["correct"] += int((logits.argmax(axis=1) == y).sum())
+                window["correct"] += _count_correct(logits, y_loss)
                 window["seen"] += len(y)
                 window["steps"] += 1
 

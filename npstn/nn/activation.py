@@ -19,12 +19,19 @@ expectation is unchanged::
     backward:  dL/dx = dL/dy * m / (1 - p)
 
 In evaluation mode (``module.eval()``) dropout is the identity.
+
+Device arrays (after ``model.to("cuda")``) stay on the device: ReLU runs
+the element-wise kernels of :mod:`npstn.kernels.cuda.elementwise`, Flatten
+reshapes the (contiguous) device array, and Dropout draws its mask on the
+host from the same generator as on the CPU (so both devices drop the same
+elements) and uploads it, one host-to-device copy per training forward.
 """
 from __future__ import annotations
 
 import numpy as np
 
 from npstn._checks import check_float_array, shape_str
+from npstn._device import device_grad, is_device_array, to_device
 from npstn.nn import init
 from npstn.nn.module import Module
 
@@ -55,12 +62,22 @@ class ReLU(Module):
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         check_float_array("ReLU input", x)
+        if is_device_array(x):  # keep x itself: [x > 0] is read in the backward kernel
+            from npstn.kernels.cuda.elementwise import relu_forward
+
+            self._mask, self._dtype = x, x.dtype
+            return relu_forward(x)
         self._mask, self._dtype = x > 0, x.dtype
         return np.maximum(x, 0)
 
     def backward(self, grad_out: np.ndarray) -> np.ndarray:
         if self._mask is None:
             raise RuntimeError("ReLU.backward called before forward: call forward(x) first")
+        if is_device_array(self._mask):
+            from npstn.kernels.cuda.elementwise import relu_backward
+
+            g = device_grad("ReLU.backward", grad_out, self._mask.shape, self._dtype)
+            return relu_backward(self._mask, g)
         grad_out = _grad_like("ReLU", grad_out, self._mask.shape, self._dtype)
         return np.where(self._mask, grad_out, grad_out.dtype.type(0))
 
@@ -103,6 +120,16 @@ class Flatten(Module):
     def backward(self, grad_out: np.ndarray) -> np.ndarray:
         if self._in_shape is None:
             raise RuntimeError("Flatten.backward called before forward: call forward(x) first")
+        if is_device_array(grad_out):  # a reshape of the contiguous device array
+            if np.dtype(grad_out.dtype) != np.dtype(self._dtype):
+                raise TypeError(f"Flatten.backward: grad_out has dtype {grad_out.dtype}, "
+                                f"expected {np.dtype(self._dtype)}")
+            if int(grad_out.size) != int(np.prod(self._in_shape, dtype=np.int64)):
+                raise ValueError(
+                    f"Flatten.backward: grad_out of shape {shape_str(grad_out.shape)} cannot be "
+                    f"reshaped to the input's shape {shape_str(self._in_shape)}"
+                )
+            return grad_out.reshape(*self._in_shape)
         grad_out = np.asarray(grad_out, dtype=self._dtype)
         if grad_out.size != int(np.prod(self._in_shape, dtype=np.int64)):
             raise ValueError(
@@ -153,11 +180,21 @@ class Dropout(Module):
         rng = self._rng if self._rng is not None else init.get_rng(None)
         keep = rng.random(x.shape) >= self.p  # P(keep) = 1 - p
         self._scaled_mask = keep.astype(x.dtype) / x.dtype.type(1.0 - self.p)
+        if is_device_array(x):
+            from npstn.kernels.cuda.elementwise import mul
+
+            self._scaled_mask = to_device(self._scaled_mask)
+            return mul(x, self._scaled_mask)
         return x * self._scaled_mask
 
     def backward(self, grad_out: np.ndarray) -> np.ndarray:
         if self._in_shape is None:
             raise RuntimeError("Dropout.backward called before forward: call forward(x) first")
+        if is_device_array(grad_out) or is_device_array(self._scaled_mask):
+            from npstn.kernels.cuda.elementwise import mul
+
+            g = device_grad("Dropout.backward", grad_out, self._in_shape, self._dtype)
+            return g if self._scaled_mask is None else mul(g, self._scaled_mask)
         grad_out = _grad_like("Dropout", grad_out, self._in_shape, self._dtype)
         if self._scaled_mask is None:  # eval mode or p == 0: the identity
             return grad_out

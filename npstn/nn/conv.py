@@ -35,6 +35,7 @@ import numpy as np
 
 from npstn._backend import resolve_backend
 from npstn._checks import check_float_array, check_same_dtype, pair, shape_str
+from npstn._device import check_module_device, device_grad, is_device_array
 from npstn.kernels.cpu import im2col as _k
 from npstn.nn.init import get_rng, uniform_fan_in
 from npstn.nn.module import Module, Parameter
@@ -66,9 +67,12 @@ class Conv2d(Module):
     backend : {"numpy", "cpu", "cuda"} or None
         How im2col/col2im run. None (default) follows the process-wide
         backend at call time; "numpy" uses the vectorised NumPy reference,
-        "cpu" the Numba kernels. There is no CUDA convolution kernel:
-        "cuda" runs the Numba CPU kernels on NumPy arrays. The matrix
-        products are NumPy's BLAS in every case.
+        "cpu" the Numba kernels; "cuda" runs the Numba CPU kernels on NumPy
+        arrays. The matrix products are NumPy's BLAS. A *device array*
+        input (the module moved with ``.to("cuda")``) runs everything on
+        the GPU whatever the backend: im2col/col2im of
+        :mod:`npstn.kernels.cuda.im2col` and the GEMM of
+        :mod:`npstn.kernels.cuda.matmul`, output and gradients device arrays.
 
     Attributes
     ----------
@@ -140,7 +144,7 @@ class Conv2d(Module):
 
     def _check_input(self, x):
         check_float_array("Conv2d: input", x, 4, what="(N, C, H, W)")
-        if not isinstance(x, np.ndarray):
+        if not isinstance(x, np.ndarray) and not is_device_array(x):
             raise TypeError(f"Conv2d: input must be a NumPy array, got {type(x).__name__}")
         if x.shape[1] != self.in_channels:
             raise ValueError(
@@ -148,10 +152,12 @@ class Conv2d(Module):
                 f"in_channels={self.in_channels}; expected shape (N, {self.in_channels}, H, W)"
             )
         check_same_dtype("Conv2d: input", x, "Conv2d.weight", self.weight.data)
+        return check_module_device("Conv2d", x, (self.weight, self.bias))
 
     # -- forward / backward ----------------------------------------------------
     def forward(self, x):
-        self._check_input(x)
+        if self._check_input(x):
+            return self._forward_cuda(x)
         n, o, h_out, w_out = self.output_shape(x.shape)
         (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
         w2 = self.weight.data.reshape(o, -1)  # (O, C*kh*kw), a view
@@ -176,6 +182,8 @@ class Conv2d(Module):
                 "backward reuses the cached columns, so call forward again first)"
             )
         x_shape, cols, backend = self._cache
+        if backend == "device":
+            return self._backward_cuda(grad_out)
         want = self.output_shape(x_shape)
         check_float_array("Conv2d: grad_out", grad_out, 4, what="(N, O, H_out, W_out)")
         if tuple(grad_out.shape) != want:
@@ -202,6 +210,41 @@ class Conv2d(Module):
         if backend == "numpy":
             return _k.col2im_numpy(grad_cols, x_shape, kh, kw, sh, sw, ph, pw)
         return _k.col2im(grad_cols, x_shape, kh, kw, sh, sw, ph, pw)
+
+    # -- the GPU path: device arrays in, device arrays out ------------------------
+    def _forward_cuda(self, x):
+        """Y = W2 cols (+ b) with cols = im2col(x), all on the device."""
+        from npstn.kernels.cuda import im2col as _kc
+        from npstn.kernels.cuda import matmul
+
+        n, o, h_out, w_out = self.output_shape(tuple(x.shape))
+        (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
+        w2 = self.weight.data.reshape(o, self.weight.data.size // o)  # (O, C*kh*kw), a view
+        cols = _kc.im2col(x, kh, kw, sh, sw, ph, pw, out=getattr(self, "_device_workspace", None))
+        self._device_workspace = cols  # reused by the next forward of the same shape
+        y = _kc.cols_to_nchw(matmul.gemm(w2, cols), None if self.bias is None else self.bias.data, n)
+        self._cache = (tuple(x.shape), cols, "device")
+        return y.reshape(n, o, h_out, w_out)
+
+    def _backward_cuda(self, grad_out):
+        """dW2 += G cols^T, db += row sums of G, dx = col2im(W2^T G), all on the device."""
+        from npstn.kernels.cuda import im2col as _kc
+        from npstn.kernels.cuda import matmul
+
+        x_shape, cols, _ = self._cache
+        want = self.output_shape(x_shape)
+        g4 = device_grad("Conv2d.backward", grad_out, want, self.weight.data.dtype)
+        self._cache = None
+        n, o, h_out, w_out = want
+        (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
+        w2 = self.weight.data.reshape(o, self.weight.data.size // o)
+        g = _kc.nchw_to_cols(g4.reshape(n, o, h_out * w_out))  # (O, N*L)
+        gw2 = self.weight.grad.reshape(o, self.weight.grad.size // o)  # a view of the grad
+        matmul.gemm(g, cols, trans_b=True, out=gw2, accumulate=True)  # += G cols^T
+        if self.bias is not None:
+            matmul.sum_axis(g, 1, out=self.bias.grad, accumulate=True)  # += sum over n, oy, ox
+        grad_cols = matmul.gemm(w2, g, trans_a=True, out=cols)  # W2^T G over the cached cols
+        return _kc.col2im(grad_cols, x_shape, kh, kw, sh, sw, ph, pw)
 
     def _take_workspace(self, x, plane_len):
         """The reusable column buffer if it fits this call, else a new one."""

@@ -13,7 +13,10 @@ upstream gradient G = dL/dY (N, out), the chain rule gives
 
 Leading dimensions beyond the batch, ``(*, in_features)``, are flattened into
 one batch axis for the matrix products and restored afterwards, as in torch.
-All three products are single BLAS calls (``@``).
+All three products are single BLAS calls (``@``). On the GPU (input and
+parameters device arrays, after ``module.to("cuda")``) they are the tiled
+GEMM of :mod:`npstn.kernels.cuda.matmul` (bias added in its epilogue) and
+dL/db a column-sum kernel; nothing is copied to the host.
 
 Initialisation is torch's default: weight and bias both U(-1/sqrt(in),
 1/sqrt(in)) (see :mod:`npstn.nn.init`).
@@ -23,6 +26,7 @@ from __future__ import annotations
 import numpy as np
 
 from npstn._checks import check_float_array, check_same_dtype, shape_str
+from npstn._device import check_module_device, device_grad, is_device_array
 from npstn.nn import init
 from npstn.nn.module import Module, Parameter
 
@@ -77,12 +81,15 @@ class Linear(Module):
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         check_float_array("Linear input", x)
+        if is_device_array(x):
+            return self._forward_cuda(x)
         if x.ndim < 1 or x.shape[-1] != self.in_features:
             raise ValueError(
                 f"Linear input must have shape (*, in_features) = (*, {self.in_features}), "
                 f"got shape {shape_str(x.shape)}"
             )
         check_same_dtype("Linear input", x, "Linear.weight", self.weight.data)
+        check_module_device("Linear", x, (self.weight, self.bias))
         x2d = x.reshape(-1, self.in_features)
         y = x2d @ self.weight.data.T  # (M, out)
         if self.bias is not None:
@@ -94,6 +101,8 @@ class Linear(Module):
         if self._x2d is None:
             raise RuntimeError("Linear.backward called before forward: call forward(x) first")
         want = (*self._in_shape[:-1], self.out_features)
+        if is_device_array(self._x2d):
+            return self._backward_cuda(grad_out, want)
         grad_out = np.asarray(grad_out, dtype=self._x2d.dtype)
         if grad_out.shape != want:
             raise ValueError(
@@ -106,6 +115,36 @@ class Linear(Module):
             self.bias.grad += g2d.sum(axis=0)  # (out,)
         grad_in = g2d @ self.weight.data  # (M, in)
         return grad_in.reshape(self._in_shape)
+
+    # -- the GPU path: device arrays in, device arrays out ------------------------
+    def _forward_cuda(self, x):
+        from npstn.kernels.cuda import matmul
+
+        shape = tuple(x.shape)
+        if len(shape) < 1 or shape[-1] != self.in_features:
+            raise ValueError(
+                f"Linear input must have shape (*, in_features) = (*, {self.in_features}), "
+                f"got shape {shape_str(shape)}"
+            )
+        check_same_dtype("Linear input", x, "Linear.weight", self.weight.data)
+        check_module_device("Linear", x, (self.weight, self.bias))
+        rows = int(x.size) // self.in_features
+        x2d = x.reshape(rows, self.in_features)
+        y = matmul.gemm(x2d, self.weight.data, trans_b=True,  # X W^T + b
+                        bias=None if self.bias is None else self.bias.data)
+        self._x2d, self._in_shape = x2d, tuple(x.shape)
+        return y.reshape(*shape[:-1], self.out_features)
+
+    def _backward_cuda(self, grad_out, want):
+        from npstn.kernels.cuda import matmul
+
+        g = device_grad("Linear.backward", grad_out, want, self._x2d.dtype)
+        g2d = g.reshape(self._x2d.shape[0], self.out_features)  # (M, out)
+        matmul.gemm(g2d, self._x2d, trans_a=True, out=self.weight.grad, accumulate=True)  # += G^T X
+        if self.bias is not None:
+            matmul.sum_axis(g2d, 0, out=self.bias.grad, accumulate=True)  # += sum_n G[n, :]
+        grad_in = matmul.gemm(g2d, self.weight.data)  # G W
+        return grad_in.reshape(*self._in_shape)
 
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, "

@@ -16,12 +16,19 @@ and with ``reduction="mean"`` (the default) over a batch of N samples,
 
 ``backward(grad)`` multiplies by the upstream gradient ``grad`` (1.0 when the
 loss is the end of the chain).
+
+Device logits (a model moved with ``.to("cuda")``) run the kernels of
+:mod:`npstn.kernels.cuda.loss`: log_p stays on the device for the backward,
+and only the scalar loss is copied back (``forward`` returns it as a NumPy
+scalar of the logits' dtype; ``reduction="none"`` returns the device array
+of per-sample losses). Labels may be host or device integer arrays.
 """
 from __future__ import annotations
 
 import numpy as np
 
 from npstn._checks import check_float_array, shape_str
+from npstn._device import is_device_array, to_host
 from npstn.nn.module import Module
 
 __all__ = ["CrossEntropyLoss"]
@@ -83,6 +90,8 @@ class CrossEntropyLoss(Module):
                 f"CrossEntropyLoss logits must be non-empty (N >= 1, K >= 1), got shape "
                 f"{shape_str(logits.shape)}"
             )
+        if is_device_array(logits) or is_device_array(labels):
+            return self._forward_cuda(logits, labels)
         lo, hi = labels.min(), labels.max()
         if lo < 0 or hi >= k:
             bad = lo if lo < 0 else hi
@@ -107,6 +116,8 @@ class CrossEntropyLoss(Module):
             )
         n = self._log_p.shape[0]
         dtype = self._log_p.dtype
+        if is_device_array(self._log_p):
+            return self._backward_cuda(grad)
         grad = np.asarray(grad, dtype=dtype)
         want = (n,) if self.reduction == "none" else ()
         if grad.shape != want:
@@ -121,6 +132,51 @@ class CrossEntropyLoss(Module):
         if self.reduction == "mean":
             grad = grad / dtype.type(n)
         return d * grad
+
+    # -- the GPU path ----------------------------------------------------------------
+    def _forward_cuda(self, logits, labels):
+        from npstn.kernels.cuda import loss as _kc
+
+        if not is_device_array(logits):
+            raise TypeError(
+                "CrossEntropyLoss: labels are a CUDA device array but logits are a NumPy array; "
+                "put both on the same device"
+            )
+        n, k = logits.shape
+        log_p, losses, d_labels, total, bad = _kc.cross_entropy_forward(logits, labels)
+        if bad:
+            raise ValueError(
+                f"CrossEntropyLoss labels must lie in [0, K) = [0, {k}) for logits of shape "
+                f"{shape_str(logits.shape)}, got {bad} label(s) outside that range"
+            )
+        self._log_p, self._labels = log_p, d_labels
+        t = np.dtype(logits.dtype).type
+        if self.reduction == "none":
+            return losses
+        if self.reduction == "sum":
+            return t(total)
+        return t(total / n)
+
+    def _backward_cuda(self, grad):
+        from npstn.kernels.cuda import loss as _kc
+
+        n = self._log_p.shape[0]
+        dtype = np.dtype(self._log_p.dtype)
+        want = (n,) if self.reduction == "none" else ()
+        got = tuple(grad.shape) if is_device_array(grad) else np.shape(grad)
+        if got != want:
+            raise ValueError(
+                f"CrossEntropyLoss.backward: grad must have the loss's shape {shape_str(want)} "
+                f"(reduction={self.reduction!r}), got {shape_str(got)}"
+            )
+        if self.reduction == "none":
+            if is_device_array(grad) and np.dtype(grad.dtype) != dtype:
+                grad = to_host(grad)
+            return _kc.cross_entropy_backward(self._log_p, self._labels, row_scale=grad)
+        g = np.asarray(to_host(grad), dtype=dtype)
+        if self.reduction == "mean":
+            g = g / dtype.type(n)
+        return _kc.cross_entropy_backward(self._log_p, self._labels, scale=g[()])
 
     def extra_repr(self) -> str:
         return "" if self.reduction == "mean" else f"reduction={self.reduction!r}"

@@ -17,6 +17,7 @@ from typing import Iterator
 import numpy as np
 
 from npstn._checks import FLOAT_DTYPES, shape_str
+from npstn._device import check_device, device_of, is_device_array, to_device, to_host
 
 
 class Parameter:
@@ -24,9 +25,9 @@ class Parameter:
 
     Attributes
     ----------
-    data : np.ndarray
+    data : np.ndarray, or a Numba CUDA device array after ``module.to("cuda")``
         The value (float32 or float64).
-    grad : np.ndarray
+    grad : np.ndarray (or a device array, beside ``data``)
         Same shape and dtype as ``data``; ``backward`` accumulates into it and
         ``Module.zero_grad`` resets it.
     lr_mult : float
@@ -52,11 +53,31 @@ class Parameter:
     def dtype(self):
         return self.data.dtype
 
+    @property
+    def device(self) -> str:
+        """"cuda" when ``data`` is a device array, else "cpu"."""
+        return device_of(self.data)
+
+    def to(self, device: str) -> "Parameter":
+        """Move ``data`` and ``grad`` to ``device`` ("cpu" or "cuda") in place; returns self."""
+        device = check_device(device, "Parameter.to")
+        move = to_device if device == "cuda" else to_host
+        self.data = move(self.data)
+        self.grad = move(self.grad)
+        return self
+
     def zero_grad(self) -> None:
+        if is_device_array(self.grad):
+            from npstn.kernels.cuda.elementwise import fill
+
+            fill(self.grad, 0)
+            return
         self.grad[...] = 0
 
     def __repr__(self) -> str:
         extra = f", lr_mult={self.lr_mult}" if self.lr_mult != 1.0 else ""
+        if self.device != "cpu":
+            extra += f", device={self.device!r}"
         return f"Parameter(shape={shape_str(self.data.shape)}, dtype={self.data.dtype}{extra})"
 
 
@@ -65,7 +86,15 @@ class Module:
 
     Subclasses set Parameters and sub-Modules as attributes (they are
     registered in assignment order) and implement ``forward`` and ``backward``.
+
+    Device: ``to("cuda")`` / ``cuda()`` moves every Parameter (data and grad)
+    to the GPU as Numba device arrays, ``to("cpu")`` / ``cpu()`` back to NumPy
+    (see :mod:`npstn._device`). A module on the GPU takes and returns device
+    arrays; ``state_dict`` always returns host copies.
     """
+
+    #: where a module without parameters was last moved ("cpu" or "cuda")
+    _device = "cpu"
 
     def __init__(self):
         object.__setattr__(self, "_parameters", OrderedDict())
@@ -149,16 +178,53 @@ class Module:
     def eval(self) -> "Module":
         return self.train(False)
 
-    # -- dtype -----------------------------------------------------------------
-    def to(self, dtype) -> "Module":
-        """Cast every parameter (and its grad) to ``dtype`` in place; returns self."""
-        dtype = np.dtype(dtype)
-        if dtype not in FLOAT_DTYPES:
-            raise TypeError(f"Module.to: dtype must be float32 or float64, got {dtype}")
-        for p in self.parameters():
-            p.data = p.data.astype(dtype)
-            p.grad = p.grad.astype(dtype)
+    # -- dtype and device --------------------------------------------------------
+    def to(self, dtype=None, *, device=None) -> "Module":
+        """Cast and/or move every parameter (and its grad) in place; returns self.
+
+        Like torch: ``to(np.float64)`` casts, ``to("cuda")`` / ``to("cpu")``
+        moves (a string argument is a device), ``to(device="cuda",
+        dtype=np.float32)`` does both.
+        """
+        if isinstance(dtype, str) and dtype.lower().split(":")[0] in ("cpu", "cuda", "gpu"):
+            if device is not None:
+                raise TypeError("Module.to: give the device once")
+            dtype, device = None, dtype
+        if device is not None:
+            device = check_device(device, "Module.to")
+        if dtype is not None:
+            dtype = np.dtype(dtype)
+            if dtype not in FLOAT_DTYPES:
+                raise TypeError(f"Module.to: dtype must be float32 or float64, got {dtype}")
+            for p in self.parameters():
+                if is_device_array(p.data):  # cast on the host (rare), then back
+                    p.data = to_device(to_host(p.data).astype(dtype))
+                    p.grad = to_device(to_host(p.grad).astype(dtype))
+                else:
+                    p.data = p.data.astype(dtype)
+                    p.grad = p.grad.astype(dtype)
+        if device is not None:
+            for p in self.parameters():
+                p.to(device)
+            for m in self.modules():
+                object.__setattr__(m, "_device", device)
         return self
+
+    def cuda(self) -> "Module":
+        """Move every parameter to the GPU (``to("cuda")``)."""
+        return self.to(device="cuda")
+
+    def cpu(self) -> "Module":
+        """Move every parameter to host memory as NumPy arrays (``to("cpu")``)."""
+        return self.to(device="cpu")
+
+    @property
+    def device(self) -> str:
+        """Where the parameters are: "cpu" or "cuda" (for a module without
+        parameters, where ``to`` last moved it)."""
+        for p in self.parameters():
+            return p.device
+        return self._device
 
     def double(self) -> "Module":
         return self.to(np.float64)
@@ -168,14 +234,22 @@ class Module:
 
     # -- state -----------------------------------------------------------------
     def state_dict(self) -> "OrderedDict[str, np.ndarray]":
-        """Copies of every parameter, keyed like torch (``"features.0.weight"``)."""
-        return OrderedDict((n, p.data.copy()) for n, p in self.named_parameters())
+        """Copies of every parameter, keyed like torch (``"features.0.weight"``).
+
+        Always host NumPy arrays, also for a module on the GPU.
+        """
+        return OrderedDict(
+            (n, p.data.copy_to_host() if is_device_array(p.data) else p.data.copy())
+            for n, p in self.named_parameters()
+        )
 
     def load_state_dict(self, state, strict: bool = True) -> None:
         """Copy arrays from ``state`` into the parameters (dtype of the parameter kept).
 
         With ``strict`` (the default) the keys must match exactly; shapes must
         always match. Raises KeyError / ValueError naming the offending keys.
+        The values may be host or device arrays; each parameter stays where it
+        is (a module on the GPU gets the values copied to the GPU).
         """
         own = OrderedDict(self.named_parameters())
         missing = [k for k in own if k not in state]
@@ -187,13 +261,16 @@ class Module:
         for name, p in own.items():
             if name not in state:
                 continue
-            value = np.asarray(state[name])
-            if value.shape != p.data.shape:
+            value = np.asarray(to_host(state[name]))
+            if value.shape != tuple(p.data.shape):
                 raise ValueError(
                     f"load_state_dict: {name} has shape {shape_str(value.shape)} in the "
                     f"state dict but the module expects {shape_str(p.data.shape)}"
                 )
-            p.data[...] = value.astype(p.data.dtype, copy=False)
+            if is_device_array(p.data):
+                p.data.copy_to_device(np.ascontiguousarray(value, dtype=p.data.dtype))
+            else:
+                p.data[...] = value.astype(p.data.dtype, copy=False)
 
     # -- display ---------------------------------------------------------------
     def extra_repr(self) -> str:
@@ -274,12 +351,26 @@ class Parallel(Module):
 
     def forward(self, x):
         outs = [m(x) for m in self._modules.values()]
+        if is_device_array(outs[0]):  # concatenated by a device kernel
+            from npstn.kernels.cuda.concat import concatenate
+
+            self._sizes = [int(o.shape[self.dim % len(o.shape)]) for o in outs]
+            return concatenate(outs, self.dim)
         self._sizes = [o.shape[self.dim] for o in outs]
         return np.concatenate(outs, axis=self.dim)
 
     def backward(self, grad_out):
         if self._sizes is None:
             raise RuntimeError("Parallel.backward called before forward")
+        if is_device_array(grad_out):  # split and summed by device kernels
+            from npstn.kernels.cuda.concat import split
+            from npstn.kernels.cuda.elementwise import add
+
+            total = None
+            for m, g in zip(self._modules.values(), split(grad_out, self._sizes, self.dim)):
+                gi = m.backward(g)
+                total = gi if total is None else add(total, gi)
+            return total
         splits = np.cumsum(self._sizes)[:-1]
         grads = np.split(grad_out, splits, axis=self.dim)
         total = None

@@ -5,6 +5,13 @@ Each Parameter may carry ``lr_mult``: its effective learning rate is
 base rate). Optimiser state (momentum buffers, Adam moments, step counts)
 round-trips through ``state_dict`` / ``load_state_dict`` so a resumed run
 continues exactly where it stopped.
+
+State lives where its parameter lives: for a parameter on the GPU (a model
+moved with ``.to("cuda")``) the buffers are device arrays and ``step`` runs
+the fused update kernels of :mod:`npstn.kernels.cuda.elementwise`; a buffer
+left on the other device (the model moved after the optimiser was built, or
+state loaded from a checkpoint) moves at the next ``step``. ``state_dict``
+always returns host copies, so checkpoints stay NumPy ``.npz`` files.
 """
 from __future__ import annotations
 
@@ -13,9 +20,34 @@ from typing import Iterable
 
 import numpy as np
 
+from npstn._device import is_device_array, to_device, to_host
 from npstn.nn.module import Parameter
 
 __all__ = ["Optimizer", "SGD", "Adam", "StepLR", "MultiStepLR"]
+
+
+def _host_copy(a):
+    """A host NumPy copy of a host or device array."""
+    return a.copy_to_host() if is_device_array(a) else a.copy()
+
+
+def _like_param(a, p):
+    """``a`` (or None) moved to the device of parameter ``p`` if it is not there yet."""
+    if a is None or is_device_array(a) == is_device_array(p.data):
+        return a
+    return to_device(a) if is_device_array(p.data) else to_host(a)
+
+
+def _zeros_like(a):
+    """Zeros of a's shape and dtype, on a's device."""
+    if is_device_array(a):
+        from npstn.kernels.cuda.common import cuda_module
+        from npstn.kernels.cuda.elementwise import fill
+
+        z = cuda_module().device_array(a.shape, dtype=a.dtype)
+        fill(z, 0)
+        return z
+    return np.zeros_like(a)
 
 
 class Optimizer:
@@ -77,6 +109,10 @@ class SGD(Optimizer):
 
     def step(self) -> None:
         for i, p in enumerate(self.params):
+            self._buf[i] = _like_param(self._buf[i], p)
+            if is_device_array(p.data):
+                self._step_cuda(i, p)
+                continue
             g = p.grad
             if self.weight_decay:
                 g = g + self.weight_decay * p.data
@@ -90,11 +126,24 @@ class SGD(Optimizer):
                 g = g + self.momentum * buf if self.nesterov else buf
             p.data -= (self.lr * p.lr_mult) * g
 
+    def _step_cuda(self, i: int, p: Parameter) -> None:
+        """The same update, fused into one kernel over the device arrays."""
+        from npstn.kernels.cuda.elementwise import sgd_step
+
+        first = False
+        if self.momentum and self._buf[i] is None:
+            from npstn.kernels.cuda.common import cuda_module
+
+            self._buf[i] = cuda_module().device_array(p.data.shape, dtype=p.data.dtype)
+            first = True  # the kernel writes b = g
+        sgd_step(p.data, p.grad, self._buf[i], self.lr * p.lr_mult, self.momentum,
+                 self.dampening, self.weight_decay, self.nesterov, first)
+
     def state_dict(self) -> dict:
         state = super().state_dict()
         for i, b in enumerate(self._buf):
             if b is not None:
-                state[f"momentum_buffer.{i}"] = b.copy()
+                state[f"momentum_buffer.{i}"] = _host_copy(b)
         return state
 
     def load_state_dict(self, state: dict) -> None:
@@ -106,7 +155,7 @@ class SGD(Optimizer):
                 b = np.asarray(state[key])
                 if b.shape != p.data.shape:
                     raise ValueError(f"SGD.load_state_dict: {key} has shape {b.shape}, parameter has {p.data.shape}")
-                self._buf[i] = b.astype(p.data.dtype, copy=True)
+                self._buf[i] = _like_param(b.astype(p.data.dtype, copy=True), p)
 
 
 class Adam(Optimizer):
@@ -130,14 +179,23 @@ class Adam(Optimizer):
         self.eps = float(eps)
         self.weight_decay = float(weight_decay)
         self.t = 0
-        self._m = [np.zeros_like(p.data) for p in self.params]
-        self._v = [np.zeros_like(p.data) for p in self.params]
+        self._m = [_zeros_like(p.data) for p in self.params]
+        self._v = [_zeros_like(p.data) for p in self.params]
 
     def step(self) -> None:
         self.t += 1
         b1, b2 = self.betas
         c1, c2 = 1.0 - b1 ** self.t, 1.0 - b2 ** self.t
+        for i, p in enumerate(self.params):
+            self._m[i] = _like_param(self._m[i], p)
+            self._v[i] = _like_param(self._v[i], p)
         for p, m, v in zip(self.params, self._m, self._v):
+            if is_device_array(p.data):
+                from npstn.kernels.cuda.elementwise import adam_step
+
+                adam_step(p.data, p.grad, m, v, (self.lr * p.lr_mult) / c1, self.betas, c2,
+                          self.eps, self.weight_decay)
+                continue
             g = p.grad
             if self.weight_decay:
                 g = g + self.weight_decay * p.data
@@ -152,16 +210,16 @@ class Adam(Optimizer):
         state = super().state_dict()
         state["t"] = np.int64(self.t)
         for i, (m, v) in enumerate(zip(self._m, self._v)):
-            state[f"exp_avg.{i}"] = m.copy()
-            state[f"exp_avg_sq.{i}"] = v.copy()
+            state[f"exp_avg.{i}"] = _host_copy(m)
+            state[f"exp_avg_sq.{i}"] = _host_copy(v)
         return state
 
     def load_state_dict(self, state: dict) -> None:
         super().load_state_dict(state)
         self.t = int(state["t"])
         for i, p in enumerate(self.params):
-            self._m[i] = np.asarray(state[f"exp_avg.{i}"]).astype(p.data.dtype, copy=True)
-            self._v[i] = np.asarray(state[f"exp_avg_sq.{i}"]).astype(p.data.dtype, copy=True)
+            self._m[i] = _like_param(np.asarray(state[f"exp_avg.{i}"]).astype(p.data.dtype, copy=True), p)
+            self._v[i] = _like_param(np.asarray(state[f"exp_avg_sq.{i}"]).astype(p.data.dtype, copy=True), p)
 
 
 class MultiStepLR:

@@ -29,13 +29,17 @@ input (smaller for the last ceil_mode window); else the number of real
 input pixels in the window.
 
 The loops are Numba kernels in :mod:`npstn.kernels.cpu.pool`, parallel over
-the N*C planes (serially for small inputs, see PARALLEL_MIN_SIZE).
+the N*C planes (serially for small inputs, see PARALLEL_MIN_SIZE). A device
+array input (a model moved with ``.to("cuda")``) runs the CUDA kernels of
+:mod:`npstn.kernels.cuda.pool` instead (same semantics, ceil_mode included)
+and the output and input gradient stay on the device.
 """
 from __future__ import annotations
 
 import numpy as np
 
 from npstn._checks import check_float_array, pair, shape_str
+from npstn._device import device_grad, is_device_array
 from npstn.kernels.cpu import pool as _k
 from npstn.nn.module import Module
 
@@ -77,6 +81,7 @@ class _Pool2d(Module):
         self._in_shape = None  # shape of the last forward's input
         self._out_shape = None
         self._dtype = None
+        self._on_device = False  # whether the last forward's input was a device array
 
     def _planes(self, x: np.ndarray):
         """Validate x and view it as (P, H, W) planes; return (planes, out_shape)."""
@@ -100,16 +105,26 @@ class _Pool2d(Module):
                 f"{H + 2 * ph}x{W + 2 * pw} padded, and the output size would be "
                 f"{out_h}x{out_w}; use a smaller kernel or a larger input"
             )
-        lead = x.shape[:-2]
-        planes = np.ascontiguousarray(x).reshape(-1, H, W)
+        lead = tuple(x.shape[:-2])
+        if is_device_array(x):
+            if not x.is_c_contiguous():
+                raise ValueError(f"{name}: device input of shape {shape_str(x.shape)} must be C-contiguous")
+            planes = x.reshape(int(x.size) // (H * W), H, W)
+        else:
+            planes = np.ascontiguousarray(x).reshape(-1, H, W)
         self._in_shape, self._dtype = x.shape, x.dtype
         self._out_shape = (*lead, out_h, out_w)
+        self._on_device = is_device_array(x)
         return planes, self._out_shape
 
     def _grad_planes(self, grad_out) -> np.ndarray:
         name = type(self).__name__
         if self._in_shape is None:
             raise RuntimeError(f"{name}.backward called before forward: call forward(x) first")
+        if self._on_device:
+            g = device_grad(f"{name}.backward", grad_out, self._out_shape, self._dtype)
+            out_h, out_w = self._out_shape[-2:]
+            return g.reshape(int(g.size) // (out_h * out_w), out_h, out_w)
         grad_out = np.asarray(grad_out, dtype=self._dtype)
         if grad_out.shape != self._out_shape:
             raise ValueError(
@@ -146,12 +161,23 @@ class MaxPool2d(_Pool2d):
     def forward(self, x: np.ndarray) -> np.ndarray:
         planes, out_shape = self._planes(x)
         (kh, kw), (sh, sw), (ph, pw) = self._k, self._s, self._p
+        if self._on_device:
+            from npstn.kernels.cuda import pool as _kc
+
+            out, self._argmax = _kc.max_pool2d_forward(planes, kh, kw, sh, sw, ph, pw, *out_shape[-2:])
+            return out.reshape(*out_shape)
         out, self._argmax = _k.max_pool2d_forward(planes, kh, kw, sh, sw, ph, pw, *out_shape[-2:])
         return out.reshape(out_shape)
 
     def backward(self, grad_out: np.ndarray) -> np.ndarray:
         g = self._grad_planes(grad_out)
         H, W = self._in_shape[-2:]
+        if self._on_device:
+            from npstn.kernels.cuda import pool as _kc
+
+            (kh, kw), (sh, sw), (ph, pw) = self._k, self._s, self._p
+            grad_in = _kc.max_pool2d_backward(g, self._argmax, H, W, kh, kw, sh, sw, ph, pw)
+            return grad_in.reshape(*self._in_shape)
         return _k.max_pool2d_backward(g, self._argmax, H, W).reshape(self._in_shape)
 
 
@@ -193,6 +219,12 @@ class AvgPool2d(_Pool2d):
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         planes, out_shape = self._planes(x)
+        if self._on_device:
+            from npstn.kernels.cuda import pool as _kc
+
+            out = _kc.avg_pool2d_forward(planes, *self._args(), *out_shape[-2:],
+                                         self.count_include_pad, int(self.divisor_override or 0))
+            return out.reshape(*out_shape)
         out = _k.avg_pool2d_forward(planes, *self._args(), *out_shape[-2:],
                                     self.count_include_pad, int(self.divisor_override or 0))
         return out.reshape(out_shape)
@@ -200,6 +232,12 @@ class AvgPool2d(_Pool2d):
     def backward(self, grad_out: np.ndarray) -> np.ndarray:
         g = self._grad_planes(grad_out)
         H, W = self._in_shape[-2:]
+        if self._on_device:
+            from npstn.kernels.cuda import pool as _kc
+
+            grad_in = _kc.avg_pool2d_backward(g, *self._args(), H, W, self.count_include_pad,
+                                              int(self.divisor_override or 0))
+            return grad_in.reshape(*self._in_shape)
         grad_in = _k.avg_pool2d_backward(g, *self._args(), H, W,
                                          self.count_include_pad, int(self.divisor_override or 0))
         return grad_in.reshape(self._in_shape)

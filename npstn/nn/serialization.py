@@ -4,6 +4,10 @@
 such as ``"0.weight"``) through a temporary file and a rename, so a crash
 mid-write leaves the previous file intact. ``load(path)`` returns the state
 dict; ``model.load_state_dict(load(path))`` restores it.
+
+Files always hold host NumPy arrays: a model on the GPU saves host copies
+(``state_dict`` copies them back), and loading into a GPU model copies the
+values onto the device.
 """
 from __future__ import annotations
 
@@ -12,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from npstn._device import to_host
 from npstn.nn.module import Module
 from npstn.utils.io import atomic_save_npz
 
@@ -24,7 +29,7 @@ def save(obj, path) -> Path:
     if not isinstance(state, dict):
         raise TypeError(f"save: obj must be a Module or a dict of arrays, got {type(obj).__name__}")
     path = Path(path)
-    atomic_save_npz(path, {k: np.asarray(v) for k, v in state.items()})
+    atomic_save_npz(path, {k: np.asarray(to_host(v)) for k, v in state.items()})
     return path
 
 

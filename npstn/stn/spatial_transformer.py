@@ -16,12 +16,19 @@ Backward (no autodiff; each step is a hand-derived backward of its own):
     dL/dU (sampler)  from grid_sample_backward (eq. 6)
     dL/dU (loc. net) = f_loc.backward(dL/dtheta)
     dL/dU            = the sum of both paths.
+
+On the GPU (input a device array, the module moved with ``.to("cuda")``)
+every step stays on the device: the localisation network's layers run their
+CUDA kernels, the grid generator and sampler run with backend "cuda"
+whatever ``backend`` says (data on the device decide), and the two input
+gradients are added by a device kernel.
 """
 from __future__ import annotations
 
 import numpy as np
 
 from npstn._checks import check_float_array, check_same_dtype, shape_str
+from npstn._device import is_device_array
 import npstn.functional as F
 from npstn.nn.module import Module
 from npstn.stn.transforms import Transform, get_transform
@@ -140,9 +147,10 @@ class SpatialTransformer(Module):
             )
         check_same_dtype("input", x, "theta", theta)
         size = self._out_size(x)
-        grid = self.transform.grid(theta, size, align_corners=self.align_corners, backend=self.backend)
+        backend = "cuda" if is_device_array(x) else self.backend
+        grid = self.transform.grid(theta, size, align_corners=self.align_corners, backend=backend)
         out = F.grid_sample(x, grid, mode=self.mode, padding_mode=self.padding_mode,
-                          align_corners=self.align_corners, backend=self.backend)
+                          align_corners=self.align_corners, backend=backend)
         self._x, self.theta, self.grid = x, theta, grid
         return (out, theta) if self.return_theta else out
 
@@ -153,6 +161,8 @@ class SpatialTransformer(Module):
         if self.return_theta:
             grad_out, grad_theta_extra = grad_out
         x, theta, grid = self._x, self.theta, self.grid
+        if is_device_array(x):
+            return self._backward_cuda(grad_out, grad_theta_extra)
         grad_x, grad_grid = F.grid_sample_backward(
             grad_out, x, grid, mode=self.mode, padding_mode=self.padding_mode,
             align_corners=self.align_corners, backend=self.backend)
@@ -162,6 +172,23 @@ class SpatialTransformer(Module):
             grad_theta = grad_theta + grad_theta_extra
         grad_x_loc = self.localization.backward(grad_theta)
         return grad_x + grad_x_loc
+
+    def _backward_cuda(self, grad_out, grad_theta_extra):
+        """The same chain on the device (backend "cuda"); sums with a device kernel."""
+        from npstn._device import to_device
+        from npstn.kernels.cuda.elementwise import add
+
+        x, theta, grid = self._x, self.theta, self.grid
+        grad_out = to_device(grad_out)
+        grad_x, grad_grid = F.grid_sample_backward(
+            grad_out, x, grid, mode=self.mode, padding_mode=self.padding_mode,
+            align_corners=self.align_corners, backend="cuda")
+        grad_theta = self.transform.grid_backward(
+            grad_grid, theta, self._out_size(x), align_corners=self.align_corners, backend="cuda")
+        if grad_theta_extra is not None:
+            grad_theta = add(grad_theta, to_device(grad_theta_extra))
+        grad_x_loc = self.localization.backward(grad_theta)
+        return add(grad_x, grad_x_loc)
 
     def extra_repr(self) -> str:
         return (f"transform={self.transform.name!r}, output_size={self.output_size}, mode={self.mode!r}, "

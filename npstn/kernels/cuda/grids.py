@@ -13,7 +13,9 @@ As on the CPU, base-grid coordinates are float64, so all arithmetic is in
 float64 and the result is rounded once into the output's dtype.
 
 Host wrappers accept NumPy arrays (copied to the device, result copied back)
-or device arrays (result left on the device as a device array).
+or device arrays (result left on the device as a device array). The base-grid
+coordinates and TPS matrices are uploaded once per shape and cached on the
+device (``_const``).
 """
 from __future__ import annotations
 
@@ -30,6 +32,33 @@ PROJECTIVE_FAR = 1e6
 
 def _finish(out, on_host: bool):
     return out.copy_to_host() if on_host else out
+
+
+# Base-grid coordinates and TPS matrices are constants of a layer's shape: keep
+# their device copies, so a training step uploads them once, not per call (an
+# upload from pageable memory also waits for the kernels queued before it).
+_CONST_CACHE: dict = {}
+_CONST_CACHE_MAX = 256
+_CONST_BYTES_KEY_MAX = 1 << 16  # small arrays are keyed by value, larger read-only ones by identity
+
+
+def _const(cu, a):
+    """A cached device copy of the constant host array ``a`` (float64 coordinates or M)."""
+    a = np.ascontiguousarray(a)
+    if a.nbytes <= _CONST_BYTES_KEY_MAX:
+        key = ("value", a.shape, a.dtype.str, a.tobytes())
+    elif not a.flags.writeable:  # e.g. the cached, read-only TPS matrix
+        key = ("id", id(a))
+    else:
+        return cu.to_device(a)
+    hit = _CONST_CACHE.get(key)
+    if hit is not None and (key[0] == "value" or hit[0] is a):
+        return hit[1]
+    if len(_CONST_CACHE) >= _CONST_CACHE_MAX:
+        _CONST_CACHE.clear()
+    d = cu.to_device(a)
+    _CONST_CACHE[key] = (a, d)  # the host array is kept alive, so its id stays unique
+    return d
 
 
 # ----------------------------------------------------------------------------
@@ -80,7 +109,7 @@ def affine_grid(theta, xs, ys):
     d_theta, on_host = to_device(theta)
     grid = cu.device_array((theta.shape[0], ys.shape[0], xs.shape[0], 2), dtype=theta.dtype)
     blocks, threads = launch_config(grid.size // 2)
-    _affine_grid_kernel[blocks, threads](d_theta, cu.to_device(xs), cu.to_device(ys), grid)
+    _affine_grid_kernel[blocks, threads](d_theta, _const(cu, xs), _const(cu, ys), grid)
     return _finish(grid, on_host)
 
 
@@ -90,7 +119,7 @@ def affine_grid_backward(grad_grid, xs, ys):
     d_grad, on_host = to_device(grad_grid)
     grad_theta = cu.device_array((grad_grid.shape[0], 2, 3), dtype=grad_grid.dtype)
     blocks, threads = launch_config(grad_grid.shape[0] * 6)
-    _affine_grid_backward_kernel[blocks, threads](d_grad, cu.to_device(xs), cu.to_device(ys), grad_theta)
+    _affine_grid_backward_kernel[blocks, threads](d_grad, _const(cu, xs), _const(cu, ys), grad_theta)
     return _finish(grad_theta, on_host)
 
 
@@ -140,7 +169,7 @@ def attention_grid(theta, xs, ys):
     d_theta, on_host = to_device(theta)
     grid = cu.device_array((theta.shape[0], ys.shape[0], xs.shape[0], 2), dtype=theta.dtype)
     blocks, threads = launch_config(grid.size // 2)
-    _attention_grid_kernel[blocks, threads](d_theta, cu.to_device(xs), cu.to_device(ys), grid)
+    _attention_grid_kernel[blocks, threads](d_theta, _const(cu, xs), _const(cu, ys), grid)
     return _finish(grid, on_host)
 
 
@@ -150,7 +179,7 @@ def attention_grid_backward(grad_grid, xs, ys):
     d_grad, on_host = to_device(grad_grid)
     grad_theta = cu.device_array((grad_grid.shape[0], 3), dtype=grad_grid.dtype)
     blocks, threads = launch_config(grad_grid.shape[0] * 3)
-    _attention_grid_backward_kernel[blocks, threads](d_grad, cu.to_device(xs), cu.to_device(ys), grad_theta)
+    _attention_grid_backward_kernel[blocks, threads](d_grad, _const(cu, xs), _const(cu, ys), grad_theta)
     return _finish(grad_theta, on_host)
 
 
@@ -222,7 +251,7 @@ def projective_grid(theta, xs, ys, eps):
     d_theta, on_host = to_device(theta)
     grid = cu.device_array((theta.shape[0], ys.shape[0], xs.shape[0], 2), dtype=theta.dtype)
     blocks, threads = launch_config(grid.size // 2)
-    _projective_grid_kernel[blocks, threads](d_theta, cu.to_device(xs), cu.to_device(ys), float(eps), grid)
+    _projective_grid_kernel[blocks, threads](d_theta, _const(cu, xs), _const(cu, ys), float(eps), grid)
     return _finish(grid, on_host)
 
 
@@ -234,7 +263,7 @@ def projective_grid_backward(grad_grid, theta, xs, ys, eps):
     grad_theta = cu.device_array((grad_grid.shape[0], 8), dtype=grad_grid.dtype)
     blocks, threads = launch_config(grad_grid.shape[0] * 8)
     _projective_grid_backward_kernel[blocks, threads](
-        d_grad, d_theta, cu.to_device(xs), cu.to_device(ys), float(eps), grad_theta
+        d_grad, d_theta, _const(cu, xs), _const(cu, ys), float(eps), grad_theta
     )
     return _finish(grad_theta, on_host)
 
@@ -288,7 +317,7 @@ def tps_grid(theta, m, h, w):
     d_theta, on_host = to_device(theta)
     grid = cu.device_array((theta.shape[0], h, w, 2), dtype=theta.dtype)
     blocks, threads = launch_config(theta.shape[0] * h * w)
-    _tps_grid_kernel[blocks, threads](cu.to_device(np.ascontiguousarray(m)), d_theta, grid)
+    _tps_grid_kernel[blocks, threads](_const(cu, m), d_theta, grid)
     return _finish(grid, on_host)
 
 
@@ -298,5 +327,5 @@ def tps_grid_backward(grad_grid, m):
     d_grad, on_host = to_device(grad_grid)
     grad_theta = cu.device_array((grad_grid.shape[0], m.shape[1], 2), dtype=grad_grid.dtype)
     blocks, threads = launch_config(grad_grid.shape[0] * m.shape[1])
-    _tps_grid_backward_kernel[blocks, threads](cu.to_device(np.ascontiguousarray(m)), d_grad, grad_theta)
+    _tps_grid_backward_kernel[blocks, threads](_const(cu, m), d_grad, grad_theta)
     return _finish(grad_theta, on_host)
