@@ -263,46 +263,30 @@ def projective_grid_backward(grad_grid, theta, xs, ys, eps):
 # Thin-plate spline: grid[n] = M theta[n], M (H_out * W_out, K) fixed
 # ----------------------------------------------------------------------------
 
-@njit(parallel=True, cache=True)
-def _tps_grid_kernel(m, theta, grid):
-    # grid (N, P, 2) with P = H_out * W_out: grid[n, i, c] = sum_p M[i, p] theta[n, p, c]
-    n_batch, n_points, k_total = grid.shape[0], m.shape[0], m.shape[1]
-    for t in prange(n_batch * n_points):
-        n, i = t // n_points, t % n_points
-        ax = 0.0
-        ay = 0.0
-        for p in range(k_total):
-            ax += m[i, p] * theta[n, p, 0]
-            ay += m[i, p] * theta[n, p, 1]
-        grid[n, i, 0] = ax
-        grid[n, i, 1] = ay
-
-
-@njit(parallel=True, cache=True)
-def _tps_grid_backward_kernel(m, grad_grid, grad_theta):
-    # grad_theta[n, p, c] = sum_i M[i, p] G[n, i, c]    (grad_grid viewed as (N, P, 2))
-    n_batch, n_points, k_total = grad_grid.shape[0], m.shape[0], m.shape[1]
-    for t in prange(n_batch * k_total):
-        n, p = t // k_total, t % k_total
-        ax = 0.0
-        ay = 0.0
-        for i in range(n_points):
-            ax += m[i, p] * grad_grid[n, i, 0]
-            ay += m[i, p] * grad_grid[n, i, 1]
-        grad_theta[n, p, 0] = ax
-        grad_theta[n, p, 1] = ay
-
+# Both directions are matrix products with the fixed M, so they go to BLAS
+# (in float64, rounded once to the output dtype, like the other generators):
+# the forward as ONE product M @ [theta_0 | theta_1 | ...] (P x K times
+# K x 2N), the backward as N products M^T @ G[n] (K x P times P x 2). On one
+# core at (256, 42x42, K = 16) that is 1.9 ms and 3.8 ms, against 8.6 ms and
+# 8.3 ms for the per-point Numba loops they replaced (scalar 16-term sums).
 
 def tps_grid(theta, m, h, w):
-    """theta (N, K, 2), M (H_out * W_out, K) float64 -> grid (N, H_out, W_out, 2)."""
-    grid = np.empty((theta.shape[0], h * w, 2), dtype=theta.dtype)
-    _tps_grid_kernel(m, theta, grid)
-    return grid.reshape(theta.shape[0], h, w, 2)
+    """theta (N, K, 2), M (H_out * W_out, K) float64 -> grid (N, H_out, W_out, 2).
+
+    grid[n, i, c] = sum_p M[i, p] theta[n, p, c], for all n at once:
+    (P, K) @ (K, N * 2) with theta's columns laid side by side.
+    """
+    n, k, _ = theta.shape
+    cols = theta.astype(np.float64).transpose(1, 0, 2).reshape(k, n * 2)  # (K, 2N)
+    grid = (m @ cols).reshape(h * w, n, 2).transpose(1, 0, 2)  # (N, P, 2), float64
+    return np.ascontiguousarray(grid, dtype=theta.dtype).reshape(n, h, w, 2)
 
 
 def tps_grid_backward(grad_grid, m):
-    """grad_grid (N, H_out, W_out, 2), M (H_out * W_out, K) -> grad_theta (N, K, 2)."""
+    """grad_grid (N, H_out, W_out, 2), M (H_out * W_out, K) -> grad_theta (N, K, 2).
+
+    grad_theta[n, p, c] = sum_i M[i, p] G[n, i, c], i.e. M^T @ G[n] for each n.
+    """
     n = grad_grid.shape[0]
-    grad_theta = np.empty((n, m.shape[1], 2), dtype=grad_grid.dtype)
-    _tps_grid_backward_kernel(m, grad_grid.reshape(n, -1, 2), grad_theta)
-    return grad_theta
+    g = grad_grid.reshape(n, -1, 2).astype(np.float64)  # (N, P, 2)
+    return np.matmul(m.T, g).astype(grad_grid.dtype)
