@@ -478,6 +478,32 @@ def test_device_cross_entropy_passes_gradcheck():
     assert gradcheck(fwd, [rng.standard_normal((2, 3))], backward=bwd)
 
 
+@FEW
+@given(ll=sn.logits_and_labels(max_batch=4, max_classes=4), per_row=st.booleans())
+def test_kernel_cross_entropy_backward_matches_finite_differences(ll, per_row):
+    """kloss.cross_entropy_backward against central differences of kloss.cross_entropy_forward.
+
+    Both of its modes: ``row_scale`` is the vector-Jacobian product of the
+    per-row losses (N,) with an arbitrary upstream gradient, ``scale`` that of
+    the summed loss with a scalar one. Shapes drawn by Hypothesis, batch 1 and
+    a single class included; float64.
+    """
+    logits, labels = ll
+
+    def forward(z):
+        _, losses, _, loss_sum, bad = kloss.cross_entropy_forward(dev(z), labels)
+        assert bad == 0
+        return host(losses) if per_row else np.asarray(loss_sum)
+
+    def backward(g, z):
+        log_p, _, d_labels, _, _ = kloss.cross_entropy_forward(dev(z), labels)
+        if per_row:
+            return host(kloss.cross_entropy_backward(log_p, d_labels, row_scale=np.asarray(g)))
+        return host(kloss.cross_entropy_backward(log_p, d_labels, scale=float(g)))
+
+    assert gradcheck(forward, [logits.astype(np.float64)], backward=backward)
+
+
 # ----------------------------------------------------------------------------- optimisers
 @pytest.mark.parametrize("kwargs", [dict(momentum=0.9), dict(momentum=0.9, nesterov=True, weight_decay=0.01),
                                     dict(momentum=0.5, dampening=0.3), dict(), dict(weight_decay=0.1)])
