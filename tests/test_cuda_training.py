@@ -48,6 +48,7 @@ from numba import config as numba_config  # noqa: E402
 
 from npstn.kernels.cuda import loss as kloss  # noqa: E402
 from npstn.kernels.cuda import matmul  # noqa: E402
+from test_train import _CrashAfter  # noqa: E402  (the simulated crash of the cpu resume tests)
 
 SIM = bool(numba_config.ENABLE_CUDASIM)
 FEW = settings(max_examples=6, deadline=None)
@@ -797,17 +798,6 @@ class _TinySource:
         for i, k in enumerate(y):
             x[i, 0, 1 + 2 * k, :] += 1.0
         return x, y.astype(np.int64)
-
-
-class _CrashAfter:
-    def __init__(self, source, n):
-        self.source, self.n, self.calls = source, n, 0
-
-    def sample_batch(self, batch_size, rng):
-        self.calls += 1
-        if self.calls == self.n:
-            raise KeyboardInterrupt
-        return self.source.sample_batch(batch_size, rng)
 
 
 @pytest.fixture
