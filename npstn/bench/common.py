@@ -6,6 +6,7 @@ libraries load their threading runtimes.
 """
 from __future__ import annotations
 
+import datetime as _dt
 import json
 import os
 import platform
@@ -27,6 +28,8 @@ __all__ = [
     "run_interleaved",
     "default_json_path",
     "write_json",
+    "run_meta",
+    "print_header",
 ]
 
 #: The folder holding the ``npstn`` package: the repository root in a checkout
@@ -107,6 +110,50 @@ def import_torch(disabled: bool = False):
 # BLAS threads (NumPy's matrix products): npstn.utils.threads does it for
 # the training commands too.
 from npstn.utils.threads import blas_threads, set_blas_threads  # noqa: E402,F401
+
+
+def run_meta(benchmark: str, torch, prog: str, argv, notes: list, backends, **fields) -> dict:
+    """The run description every benchmark's JSON starts with ("meta").
+
+    Machine, library versions and thread counts, then ``fields`` (what the
+    benchmark measured and how), then the command, the load average now and
+    the notes; the GPU's name when the cuda backend runs.
+    """
+    import numba
+    import numpy as np
+
+    meta = {
+        "benchmark": benchmark,
+        "date": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "host": socket.gethostname(),
+        "cpu_model": cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "numba": numba.__version__,
+        "numba_threads": numba.get_num_threads(),
+        "torch": None if torch is None else torch.__version__,
+        "torch_threads": None if torch is None else torch.get_num_threads(),
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
+        **fields,
+        "command": f"{prog} " + " ".join(argv),
+        "load_average_start": load_average(),
+        "notes": notes,
+    }
+    if "cuda" in backends:
+        meta["gpu"] = gpu_name()
+    return meta
+
+
+def print_header(meta: dict, out, extra_lines=()) -> None:
+    """The ``# ...`` lines above a benchmark's table: machine and libraries, ``extra_lines``, notes."""
+    blas = f" (BLAS threads {meta['blas_threads']})" if "blas_threads" in meta else ""
+    print(f"# {meta['cpu_model']}, {meta['cpu_count']} cores; numba {meta['numba']} "
+          f"({meta['numba_threads']} threads), numpy {meta['numpy']}{blas}, "
+          f"torch {meta['torch']} ({meta['torch_threads']} threads); OMP_WAIT_POLICY={meta['omp_wait_policy']}; "
+          f"load average {meta['load_average_start']}", file=out, flush=True)
+    for line in [*extra_lines, *meta["notes"]]:
+        print(f"# {line}", file=out, flush=True)
 
 
 # ----------------------------------------------------------------------------

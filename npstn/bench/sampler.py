@@ -59,10 +59,7 @@ PyTorch is then also measured on ``cuda`` tensors.
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
 import os
-import platform
-import socket
 import sys
 
 from npstn.bench.common import (  # noqa: F401  (re-exported: the script's old names)
@@ -70,7 +67,9 @@ from npstn.bench.common import (  # noqa: F401  (re-exported: the script's old n
     cuda_unavailable,
     gpu_name,
     load_average,
+    print_header,
     run_interleaved,
+    run_meta,
     set_omp_wait_policy,
     write_json as _write_json,
 )
@@ -241,7 +240,6 @@ def main(argv=None, *, prog: str = SCRIPT) -> int:
     # OpenMP reads the policy when its runtime starts: before numba / torch are imported.
     set_omp_wait_policy(args.omp_wait_policy)
     import numba
-    import numpy as np
 
     try:
         import torch
@@ -261,36 +259,9 @@ def main(argv=None, *, prog: str = SCRIPT) -> int:
 
     if torch is not None:
         torch.set_num_threads(os.cpu_count())
-    meta = {
-        "benchmark": "bench_sampler",
-        "date": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
-        "host": socket.gethostname(),
-        "cpu_model": cpu_model(),
-        "cpu_count": os.cpu_count(),
-        "python": platform.python_version(),
-        "numpy": np.__version__,
-        "numba": numba.__version__,
-        "numba_threads": numba.get_num_threads(),
-        "torch": None if torch is None else torch.__version__,
-        "torch_threads": None if torch is None else torch.get_num_threads(),
-        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
-        "dtype": "float32",
-        "align_corners": False,
-        "padding_mode": "zeros",
-        "repeats": args.repeats,
-        "warmup": args.warmup,
-        "command": f"{prog} " + " ".join(argv),
-        "load_average_start": load_average(),
-        "notes": notes,
-    }
-    if "cuda" in backends:
-        meta["gpu"] = gpu_name()
-    print(f"# {meta['cpu_model']}, {meta['cpu_count']} cores; numba {meta['numba']} "
-          f"({meta['numba_threads']} threads), numpy {meta['numpy']}, "
-          f"torch {meta['torch']} ({meta['torch_threads']} threads); OMP_WAIT_POLICY={meta['omp_wait_policy']}; "
-          f"load average {meta['load_average_start']}", file=out, flush=True)
-    for note in notes:
-        print(f"# {note}", file=out, flush=True)
+    meta = run_meta("bench_sampler", torch, prog, argv, notes, backends, dtype="float32",
+                    align_corners=False, padding_mode="zeros", repeats=args.repeats, warmup=args.warmup)
+    print_header(meta, out)
 
     rows = []
     for si in shape_ids:

@@ -51,21 +51,18 @@ PyTorch then runs on the GPU) on request.
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
 import os
-import platform
-import socket
 import sys
 import time
 
 from npstn.bench.common import (
     blas_threads,
     cuda_unavailable,
-    cpu_model,
-    gpu_name,
     import_torch,
     load_average,
+    print_header,
     run_interleaved,
+    run_meta,
     set_blas_threads,
     set_omp_wait_policy,
     stats_ms,
@@ -305,7 +302,6 @@ def main(argv=None, *, prog: str = SCRIPT) -> int:
     set_omp_wait_policy(args.omp_wait_policy)
 
     import numba
-    import numpy as np
 
     import npstn
     from npstn.train import DEFAULT_MOMENTUM
@@ -342,46 +338,24 @@ def main(argv=None, *, prog: str = SCRIPT) -> int:
         return 2
     configs = model_configs(args.models, args.transforms)
     momentum = DEFAULT_MOMENTUM
-    meta = {
-        "benchmark": "bench_train",
-        "date": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
-        "host": socket.gethostname(),
-        "cpu_model": cpu_model(),
-        "cpu_count": os.cpu_count(),
-        "python": platform.python_version(),
-        "npstn": npstn.__version__,
-        "numpy": np.__version__,
-        "numba": numba.__version__,
-        "numba_threads": numba.get_num_threads(),
-        "blas_threads": blas_threads(),
-        "torch": None if torch is None else torch.__version__,
-        "torch_threads": None if torch is None else torch.get_num_threads(),
-        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
-        "openblas_thread_timeout": os.environ.get("OPENBLAS_THREAD_TIMEOUT"),
-        "dtype": "float32",
-        "distortion": args.distortion,
-        "batch_size": args.batch_size,
-        "optimizer": f"SGD(lr={LR}, momentum={momentum})",
-        "repeats": args.repeats,
-        "warmup": args.warmup,
-        "data": data_desc,
-        "data_batches": args.data_batches,
-        "schedule_steps": args.schedule_steps,
-        "seed": args.seed,
-        "command": f"{prog} " + " ".join(argv),
-        "load_average_start": load_average(),
-        "notes": notes,
-    }
-    if "cuda" in backends:
-        meta["gpu"] = gpu_name()
-    print(f"# {meta['cpu_model']}, {meta['cpu_count']} cores; numba {meta['numba']} "
-          f"({meta['numba_threads']} threads), numpy {meta['numpy']} (BLAS threads {meta['blas_threads']}), "
-          f"torch {meta['torch']} ({meta['torch_threads']} threads); OMP_WAIT_POLICY={meta['omp_wait_policy']}; "
-          f"load average {meta['load_average_start']}", file=out, flush=True)
-    print(f"# {args.distortion.upper()}, batch {args.batch_size}, {meta['optimizer']}, float32; "
-          f"data: {data_desc}", file=out, flush=True)
-    for note in notes:
-        print(f"# {note}", file=out, flush=True)
+    meta = run_meta(
+        "bench_train", torch, prog, argv, notes, backends,
+        npstn=npstn.__version__,
+        blas_threads=blas_threads(),
+        openblas_thread_timeout=os.environ.get("OPENBLAS_THREAD_TIMEOUT"),
+        dtype="float32",
+        distortion=args.distortion,
+        batch_size=args.batch_size,
+        optimizer=f"SGD(lr={LR}, momentum={momentum})",
+        repeats=args.repeats,
+        warmup=args.warmup,
+        data=data_desc,
+        data_batches=args.data_batches,
+        schedule_steps=args.schedule_steps,
+        seed=args.seed,
+    )
+    print_header(meta, out, [f"{args.distortion.upper()}, batch {args.batch_size}, {meta['optimizer']}, "
+                             f"float32; data: {data_desc}"])
 
     rows = []
     prev_backend = npstn.get_backend()
