@@ -53,11 +53,6 @@ def _out_range(i, stride, pad, kernel, out_size):
 
 
 @cuda.jit(device=True, inline=True)
-def _imax(a, b):
-    return a if a > b else b
-
-
-@cuda.jit(device=True, inline=True)
 def _imin(a, b):
     return a if a < b else b
 
@@ -71,23 +66,33 @@ def _divisor(h0, h1, w0, w1, hs, he, ws, we, count_include_pad, divisor):
     return (h1 - h0) * (w1 - w0)
 
 
+@cuda.jit(device=True, inline=True)
+def _unflatten(t, rows, cols):
+    """Flat thread index t -> (plane, row, col) of a (planes, rows, cols) array."""
+    return t // (rows * cols), (t // cols) % rows, t % cols
+
+
+@cuda.jit(device=True, inline=True)
+def _clip(start, kernel, size):
+    """The window [start, start + kernel) clipped to the input's [0, size): (lo, hi)."""
+    lo = start if start > 0 else 0
+    hi = start + kernel
+    return lo, (hi if hi < size else size)
+
+
 @cuda.jit
 def _max_forward_kernel(x, out, arg, kh, kw, sh, sw, ph, pw):
     t = cuda.grid(1)
     n_planes, out_h, out_w = out.shape
     if t >= n_planes * out_h * out_w:
         return
-    p = t // (out_h * out_w)
-    oh = (t // out_w) % out_h
-    ow = t % out_w
+    p, oh, ow = _unflatten(t, out_h, out_w)
     H = x.shape[1]
     W = x.shape[2]
     hs = oh * sh - ph
     ws = ow * sw - pw
-    h0 = _imax(hs, 0)
-    h1 = _imin(hs + kh, H)
-    w0 = _imax(ws, 0)
-    w1 = _imin(ws + kw, W)
+    h0, h1 = _clip(hs, kh, H)
+    w0, w1 = _clip(ws, kw, W)
     best = -np.inf
     best_i = h0 * W + w0
     for ih in range(h0, h1):
@@ -106,9 +111,7 @@ def _max_backward_kernel(g, arg, kh, kw, sh, sw, ph, pw, grad_in):
     n_planes, H, W = grad_in.shape
     if t >= n_planes * H * W:
         return
-    p = t // (H * W)
-    ih = (t // W) % H
-    iw = t % W
+    p, ih, iw = _unflatten(t, H, W)
     out_h = g.shape[1]
     out_w = g.shape[2]
     me = ih * W + iw
@@ -128,19 +131,15 @@ def _avg_forward_kernel(x, out, kh, kw, sh, sw, ph, pw, count_include_pad, divis
     n_planes, out_h, out_w = out.shape
     if t >= n_planes * out_h * out_w:
         return
-    p = t // (out_h * out_w)
-    oh = (t // out_w) % out_h
-    ow = t % out_w
+    p, oh, ow = _unflatten(t, out_h, out_w)
     H = x.shape[1]
     W = x.shape[2]
     hs = oh * sh - ph
     ws = ow * sw - pw
     he = _imin(hs + kh, H + ph)
     we = _imin(ws + kw, W + pw)
-    h0 = _imax(hs, 0)
-    h1 = _imin(hs + kh, H)
-    w0 = _imax(ws, 0)
-    w1 = _imin(ws + kw, W)
+    h0, h1 = _clip(hs, kh, H)
+    w0, w1 = _clip(ws, kw, W)
     if h0 >= h1 or w0 >= w1:
         out[p, oh, ow] = 0
         return
@@ -157,9 +156,7 @@ def _avg_backward_kernel(g, kh, kw, sh, sw, ph, pw, count_include_pad, divisor, 
     n_planes, H, W = grad_in.shape
     if t >= n_planes * H * W:
         return
-    p = t // (H * W)
-    ih = (t // W) % H
-    iw = t % W
+    p, ih, iw = _unflatten(t, H, W)
     out_h = g.shape[1]
     out_w = g.shape[2]
     oh_lo, oh_hi = _out_range(ih, sh, ph, kh, out_h)
@@ -168,13 +165,11 @@ def _avg_backward_kernel(g, kh, kw, sh, sw, ph, pw, count_include_pad, divisor, 
     for oh in range(oh_lo, oh_hi):
         hs = oh * sh - ph
         he = _imin(hs + kh, H + ph)
-        h0 = _imax(hs, 0)
-        h1 = _imin(hs + kh, H)
+        h0, h1 = _clip(hs, kh, H)
         for ow in range(ow_lo, ow_hi):
             ws = ow * sw - pw
             we = _imin(ws + kw, W + pw)
-            w0 = _imax(ws, 0)
-            w1 = _imin(ws + kw, W)
+            w0, w1 = _clip(ws, kw, W)
             acc += g[p, oh, ow] / _divisor(h0, h1, w0, w1, hs, he, ws, we,
                                            count_include_pad, divisor)
     grad_in[p, ih, iw] = acc
