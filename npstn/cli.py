@@ -62,10 +62,10 @@ def _cmd_data(args) -> int:
 # Options of `npstn train` that map onto TrainConfig fields (dest -> field).
 _TRAIN_FIELDS = ("model", "transform", "distortion", "steps", "batch_size", "seed", "out", "backend",
                  "data_dir", "momentum", "loc_lr_mult", "lr", "lr_drops", "eval_every", "checkpoint_every",
-                 "log_every", "width", "weight_decay", "max_loss")
+                 "log_every", "width", "weight_decay", "max_loss", "input_norm", "train_set")
 # The subset a sweep applies to every run.
 _COMMON_FIELDS = ("steps", "batch_size", "backend", "data_dir", "momentum", "loc_lr_mult", "lr", "lr_drops",
-                  "eval_every", "checkpoint_every", "weight_decay")
+                  "eval_every", "checkpoint_every", "weight_decay", "input_norm", "train_set")
 
 
 def _given(args, fields) -> dict:
@@ -99,6 +99,10 @@ def _add_training_options(p, sweep: bool = False) -> None:
     p.add_argument("--weight-decay", type=float, help="L2 weight decay (default 0, as in the paper)")
     p.add_argument("--eval-every", type=int, help="evaluate on the test set every K steps (default steps/10)")
     p.add_argument("--checkpoint-every", type=int, help="checkpoint every K steps (default min(1000, steps/10))")
+    p.add_argument("--input-norm", choices=["none", "standardize"],
+                   help="pixels in [0, 1] as they are (default) or standardised by the training mean and std")
+    p.add_argument("--train-set", choices=["fresh", "fixed"],
+                   help="fresh distortions every step (default) or one fixed distorted copy of the 60k digits")
     p.add_argument("--backend", choices=list(npstn.BACKENDS), help="compute backend (default: NPSTN_BACKEND or cpu)")
     p.add_argument("--data-dir", help="folder with the MNIST IDX files (default: NPSTN_DATA_DIR, cache, download)")
 
@@ -144,12 +148,13 @@ def _cmd_train(args) -> int:
 
 def _cmd_eval(args) -> int:
     from npstn.data import MNISTError
-    from npstn.train import evaluate, load_run, load_test_set
+    from npstn.train import evaluate, load_run, load_test_set, run_input_norm, standardize
     from npstn.utils.io import atomic_write_json
 
     try:
         model, config = load_run(args.run_dir, weights="checkpoint" if args.checkpoint else "final")
         x, y = load_test_set(config.distortion, args.data_dir or config.data_dir)
+        x = standardize(x, run_input_norm(args.run_dir))
     except (FileNotFoundError, MNISTError, ValueError) as exc:
         print(f"npstn eval: {exc}", file=sys.stderr)
         return 2

@@ -97,6 +97,9 @@ __all__ = [
     "load_train_source",
     "load_test_set",
     "load_run",
+    "prepare_data",
+    "INPUT_NORMS",
+    "TRAIN_SETS",
     "read_log",
     "CHECKPOINT",
     "METRICS",
@@ -125,7 +128,12 @@ _CHECKPOINT_FORMAT = 1
 # outputs live, how often to evaluate or checkpoint, the backend) may change.
 _DETERMINING = ("model", "transform", "distortion", "steps", "batch_size", "lr", "lr_drops",
                 "lr_gamma", "momentum", "loc_lr_mult", "weight_decay", "seed", "width",
-                "log_every", "max_loss")
+                "log_every", "max_loss", "input_norm", "train_set")
+
+#: How the input pixels reach the network: as they are ([0, 1]), or standardised.
+INPUT_NORMS = ("none", "standardize")
+#: Where the training digits come from: fresh distortions every step, or one fixed distorted copy.
+TRAIN_SETS = ("fresh", "fixed")
 
 
 @dataclass
@@ -146,6 +154,16 @@ class TrainConfig:
     weight_decay : L2 penalty (the paper: none)
     seed : seeds the initial weights and the training data stream
     width : classifier width override (None: parameter-matched, see npstn.models)
+    input_norm : "none" (pixels in [0, 1], the default) or "standardize":
+        subtract the mean and divide by the standard deviation of the
+        distorted training pixels (measured on 8192 training images drawn
+        with a fixed generator, independent of ``seed``), for training and
+        test images alike
+    train_set : "fresh" (the default: every batch distorts freshly drawn
+        digits) or "fixed": every training digit is distorted once, at the
+        start, with a generator derived from ``seed``, and batches are drawn
+        from that fixed set (a fixed 60k-image training set, as many
+        replications use)
     eval_every : evaluate on the test set every this many steps (None: steps // 10)
     checkpoint_every : write a checkpoint every this many steps (None: min(1000, steps // 10))
     log_every : write a CSV row (means over the window) every this many steps
@@ -175,6 +193,8 @@ class TrainConfig:
     log_every: int | None = None
     eval_batch_size: int = 250
     max_loss: float = 100.0
+    input_norm: str = "none"
+    train_set: str = "fresh"
     backend: str | None = None
     data_dir: str | None = None
     out: str = "runs/run"
@@ -202,6 +222,10 @@ class TrainConfig:
             v = getattr(self, name)
             if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
                 raise ValueError(f"{name} must be a finite number >= 0, got {v!r}")
+        for name, allowed in (("input_norm", INPUT_NORMS), ("train_set", TRAIN_SETS)):
+            v = getattr(self, name)
+            if v not in allowed:
+                raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {v!r}")
         if not all(0 < f < 1 for f in self.lr_drops):
             raise ValueError(f"lr_drops must be fractions of the run in (0, 1), got {self.lr_drops}")
 
@@ -274,6 +298,78 @@ def load_test_set(distortion: str, data_dir=None):
 def load_data(distortion: str, data_dir=None, backend=None):
     """``(train_source, (x_test, y_test))``: :func:`load_train_source` and :func:`load_test_set`."""
     return load_train_source(distortion, data_dir, backend), load_test_set(distortion, data_dir)
+
+
+#: Training images measured for ``input_norm="standardize"``, and the seed that draws them.
+NORM_SAMPLE, NORM_SEED = 8192, 20151208
+
+
+class StandardizedSource:
+    """A training stream whose images are standardised: ``(x - mean) / std``.
+
+    ``mean`` and ``std`` are those of ``NORM_SAMPLE`` training images drawn
+    from ``source`` with a generator seeded by ``NORM_SEED`` (so they do not
+    depend on the run's seed, and every run of a distortion shares them).
+    """
+
+    def __init__(self, source):
+        self.source = source
+        x, _ = source.sample_batch(NORM_SAMPLE, np.random.default_rng(NORM_SEED))
+        x = np.asarray(x, dtype=np.float64)
+        self.mean, self.std = float(x.mean()), float(x.std())
+
+    def apply(self, x: np.ndarray) -> np.ndarray:
+        return standardize(x, {"mean": self.mean, "std": self.std})
+
+    def sample_batch(self, batch_size: int, rng: np.random.Generator):
+        x, y = self.source.sample_batch(batch_size, rng)
+        return self.apply(x), y
+
+
+class FixedTrainSet:
+    """One fixed distorted copy of the training digits; batches are drawn from it.
+
+    Every digit of ``source`` (a :class:`npstn.data.DistortedMNIST`) is
+    distorted once with a generator derived from ``seed``; ``sample_batch``
+    then draws indices uniformly with replacement from ``rng``, as the fresh
+    stream does, and returns those images unchanged.
+    """
+
+    def __init__(self, source, seed: int):
+        from npstn.data.distortions import _distort
+
+        if not hasattr(source, "images"):
+            raise ValueError("train_set='fixed' needs a training source with the digits (.images, .labels)")
+        rng = np.random.default_rng(np.random.SeedSequence(int(seed), spawn_key=(2,)))
+        images = source.images
+        pool, exclude = (images, np.arange(len(images))) if source.distortion == "tc" else (None, None)
+        self.x, _ = _distort(images, source.distortion, rng, pool=pool, exclude=exclude,
+                             backend=getattr(source, "backend", None))
+        self.y = np.asarray(source.labels, dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def sample_batch(self, batch_size: int, rng: np.random.Generator):
+        idx = rng.integers(0, len(self.y), size=int(batch_size))
+        return self.x[idx], self.y[idx]
+
+
+def prepare_data(config: "TrainConfig", train_source, test):
+    """Apply ``config.train_set`` and ``config.input_norm`` to loaded data.
+
+    Returns ``(train_source, (x_test, y_test), norm)`` where ``norm`` is None
+    or ``{"mean", "std"}`` of the standardisation.
+    """
+    x_test, y_test = test
+    norm = None
+    if config.train_set == "fixed":
+        train_source = FixedTrainSet(train_source, config.seed)
+    if config.input_norm == "standardize":
+        train_source = StandardizedSource(train_source)
+        x_test = train_source.apply(x_test)
+        norm = {"mean": train_source.mean, "std": train_source.std}
+    return train_source, (x_test, y_test), norm
 
 
 def evaluate(model: nn.Module, x: np.ndarray, y: np.ndarray, batch_size: int = 250) -> float:
@@ -447,10 +543,18 @@ def _data_rng(seed: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence(int(seed), spawn_key=(1,)))
 
 
+def _stored(stored: dict, key: str):
+    """A stored configuration's value of ``key``; a field it predates reads as the field's default."""
+    if key in stored:
+        return stored[key]
+    field = {f.name: f for f in dataclasses.fields(TrainConfig)}[key]
+    return field.default
+
+
 def _check_resume_config(stored: dict, config: TrainConfig, where: Path) -> None:
     new = config.to_dict()
-    diffs = [f"{k}: {stored.get(k)!r} -> {new[k]!r}" for k in _DETERMINING
-             if _jsonable(stored.get(k)) != _jsonable(new[k])]
+    diffs = [f"{k}: {_stored(stored, k)!r} -> {new[k]!r}" for k in _DETERMINING
+             if _jsonable(_stored(stored, k)) != _jsonable(new[k])]
     if diffs:
         raise ValueError(
             f"cannot resume {str(where)!r}: its checkpoint was made with a different configuration "
@@ -525,17 +629,18 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True, d
             atomic_write_text(log_path, ",".join(_LOG_FIELDS) + "\n")
         atomic_write_json(run / CONFIG, config.to_dict())
 
-        train_source, (x_test, y_test) = data if data is not None else load_data(
+        train_source, test = data if data is not None else load_data(
             config.distortion, config.data_dir, config.backend)
+        train_source, (x_test, y_test), norm = prepare_data(config, train_source, test)
         loss_fn = nn.CrossEntropyLoss()
 
         if start >= config.steps:  # already complete: just (re)write the outputs
-            return _finish(run, model, config, x_test, y_test, evals, elapsed_before, progress)
+            return _finish(run, model, config, x_test, y_test, evals, elapsed_before, progress, norm)
 
         def checkpoint(step, elapsed):
             save_checkpoint(ckpt_path, model, optimizer, scheduler, rng, step, {
                 "config": config.to_dict(), "elapsed_s": elapsed, "evals": evals,
-                "window": dict(window)})
+                "window": dict(window), "input_norm_stats": norm})
 
         t0 = time.perf_counter()
         bar = tqdm(total=config.steps, initial=start, unit="step", disable=not progress,
@@ -598,7 +703,7 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True, d
             log.close()
             bar.close()
         return _finish(run, model, config, x_test, y_test, evals,
-                       elapsed_before + time.perf_counter() - t0, progress)
+                       elapsed_before + time.perf_counter() - t0, progress, norm)
 
 
 def _diverged(run: Path, config: TrainConfig, step: int, loss: float, what: str) -> TrainingDiverged:
@@ -621,7 +726,7 @@ def _diverged(run: Path, config: TrainConfig, step: int, loss: float, what: str)
 
 
 def _finish(run: Path, model, config: TrainConfig, x_test, y_test, evals, wall: float,
-            progress: bool) -> dict:
+            progress: bool, norm: dict | None = None) -> dict:
     """Final evaluation (if the last step was not evaluated), model.npz and metrics.json."""
     if evals and evals[-1][0] == config.steps:
         err = evals[-1][1]
@@ -639,6 +744,7 @@ def _finish(run: Path, model, config: TrainConfig, x_test, y_test, evals, wall: 
         "final_train_accuracy": rows[-1]["train_accuracy"] if rows else None,
         "evals": [{"step": int(s), "test_error_percent": float(e)} for s, e in evals],
         "test_images": int(len(y_test)),
+        "input_norm_stats": norm,
         "config": config.to_dict(),
         "model_spec": model.spec.to_dict() if getattr(model, "spec", None) else None,
         "npstn_version": npstn.__version__,
@@ -651,6 +757,33 @@ def _finish(run: Path, model, config: TrainConfig, x_test, y_test, evals, wall: 
         print(f"npstn: {config.describe()}: test error {err:.2f}% after {config.steps} steps "
               f"({wall:.0f} s); run folder {run}/")
     return metrics
+
+
+def run_input_norm(run_dir):
+    """The standardisation of a run made with ``input_norm="standardize"``: ``{"mean", "std"}``, else None.
+
+    Read from ``metrics.json``, or from the checkpoint of an unfinished run.
+    """
+    run = Path(run_dir)
+    config = json.loads((run / CONFIG).read_text())
+    if config.get("input_norm", "none") == "none":
+        return None
+    with contextlib.suppress(OSError, ValueError):
+        stats = json.loads((run / METRICS).read_text()).get("input_norm_stats")
+        if stats:
+            return stats
+    with contextlib.suppress(OSError, ValueError, KeyError), np.load(run / CHECKPOINT, allow_pickle=False) as f:
+        stats = json.loads(str(f["state.json"])).get("input_norm_stats")
+        if stats:
+            return stats
+    raise ValueError(f"{str(run)!r} was trained on standardised inputs but records no mean and std")
+
+
+def standardize(x: np.ndarray, norm: dict | None) -> np.ndarray:
+    """``(x - mean) / std`` in float32 for a run's ``norm`` (see :func:`run_input_norm`); x itself for None."""
+    if norm is None:
+        return x
+    return ((np.asarray(x, dtype=np.float32) - np.float32(norm["mean"])) / np.float32(norm["std"])).astype(np.float32)
 
 
 def load_run(run_dir, weights: str = "final"):
@@ -730,7 +863,7 @@ def _finished_metrics(config: TrainConfig):
         return None
     stored = m.get("config", {})
     new = config.to_dict()
-    if m.get("status") == "finished" and all(_jsonable(stored.get(k)) == _jsonable(new[k]) for k in _DETERMINING):
+    if m.get("status") == "finished" and all(_jsonable(_stored(stored, k)) == _jsonable(new[k]) for k in _DETERMINING):
         return m
     return None
 

@@ -238,3 +238,75 @@ def test_integration_mnist_st_fcn_beats_fcn_on_rts(tmp_path):
         errs[model] = train(cfg, progress=False, data=(T.load_train_source("rts"), subset))["test_error_percent"]
     print(f"integration, RTS test error % after {INTEGRATION_STEPS} steps: {errs}")
     assert errs["st-fcn"] < errs["fcn"], errs
+
+
+# ---------------------------------------------------------------------------- study knobs (issue 10)
+@pytest.mark.parametrize("kwargs", [dict(input_norm="zscore"), dict(train_set="frozen")])
+def test_bad_study_knobs_are_refused(kwargs):
+    with pytest.raises(ValueError, match=next(iter(kwargs))):
+        TrainConfig(**kwargs)
+
+
+def test_fixed_train_set_distorts_each_digit_once_and_repeats_it():
+    xtr, ytr = synthetic_digits(30, 0)
+    source = DistortedMNIST("rts", images=xtr, labels=ytr)
+    fixed = T.FixedTrainSet(source, seed=3)
+    assert fixed.x.shape == (30, 1, 42, 42) and len(fixed) == 30
+    np.testing.assert_array_equal(fixed.y, ytr)
+    again = T.FixedTrainSet(source, seed=3)
+    np.testing.assert_array_equal(fixed.x, again.x)  # the same seed, the same fixed set
+    assert not np.array_equal(T.FixedTrainSet(source, seed=4).x, fixed.x)
+    xb, yb = fixed.sample_batch(64, np.random.default_rng(0))
+    # every image of a batch is one of the fixed set's, with its own label
+    for img, lab in zip(xb, yb):
+        hits = np.flatnonzero((fixed.x == img).all(axis=(1, 2, 3)))
+        assert hits.size and (fixed.y[hits] == lab).all()
+
+
+def test_standardized_source_has_zero_mean_and_unit_std():
+    xtr, ytr = synthetic_digits(50, 0)
+    src = T.StandardizedSource(DistortedMNIST("r", images=xtr, labels=ytr))
+    x, _ = src.sample_batch(2048, np.random.default_rng(1))
+    assert abs(float(x.mean())) < 0.05 and abs(float(x.std()) - 1) < 0.05
+    assert x.dtype == np.float32
+
+
+@pytest.mark.parametrize("kw", [dict(input_norm="standardize"), dict(train_set="fixed")])
+def test_study_knobs_train_resume_exactly_and_evaluate(synthetic, tmp_path, monkeypatch, kw):
+    full = train(small(tmp_path / "full", model="fcn", **kw), progress=False)
+    c = small(tmp_path / "cut", model="fcn", **kw)
+    real = T.prepare_data
+
+    def crashing(*a, **k):
+        source, test, norm = real(*a, **k)
+        return _CrashAfter(source, 6), test, norm
+
+    monkeypatch.setattr(T, "prepare_data", crashing)
+    with pytest.raises(KeyboardInterrupt):  # dies during step 6; the last checkpoint is step 4
+        train(c, progress=False)
+    monkeypatch.setattr(T, "prepare_data", real)
+    resumed = train(c, resume=True, progress=False)
+    assert resumed["test_error_percent"] == full["test_error_percent"]
+    a, b = nn.load(tmp_path / "full" / "model.npz"), nn.load(tmp_path / "cut" / "model.npz")
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k])
+    norm = T.run_input_norm(tmp_path / "full")
+    assert (norm is None) == (kw.get("input_norm") != "standardize")
+    if norm is not None:
+        assert full["input_norm_stats"] == norm and norm["std"] > 0
+        # eval reads the run's own standardisation: the recorded error comes back
+        model, config = T.load_run(tmp_path / "full")
+        x, y = T.load_test_set(config.distortion)
+        assert evaluate(model, T.standardize(x, norm), y) == full["test_error_percent"]
+
+
+def test_configs_that_predate_a_field_resume_with_its_default(synthetic, tmp_path):
+    c = small(tmp_path / "old", model="fcn")
+    train(c, progress=False)
+    stored = json.loads((tmp_path / "old" / "metrics.json").read_text())["config"]
+    for k in ("input_norm", "train_set"):
+        stored.pop(k)
+    assert T._stored(stored, "train_set") == "fresh"
+    T._check_resume_config(stored, c, tmp_path / "old")  # no difference reported
+    with pytest.raises(ValueError, match="train_set"):
+        T._check_resume_config(stored, small(tmp_path / "old", model="fcn", train_set="fixed"), tmp_path)
