@@ -1,7 +1,14 @@
-"""Process-wide choice of compute backend.
+"""Which backend computes an op: the one dispatch rule of npstn.
 
-Every public op takes ``backend=None``; None means the process-wide default,
-set with :func:`set_backend` or the ``NPSTN_BACKEND`` environment variable:
+Every public op takes ``backend=None`` and asks :func:`resolve_backend`,
+passing its array arguments. The rule, in order:
+
+1. an explicit ``backend=`` argument wins;
+2. else, if any array argument is a device array (a Numba CUDA array), "cuda";
+3. else the process-wide default, set with :func:`set_backend` or the
+   ``NPSTN_BACKEND`` environment variable.
+
+The backends:
 
 * ``"numpy"`` -- vectorised NumPy, the readable specification;
 * ``"cpu"``   -- Numba ``@njit(parallel=True, cache=True)`` kernels (default);
@@ -40,8 +47,14 @@ def set_backend(name: str) -> None:
     _current = _check_name(name, "set_backend")
 
 
-def resolve_backend(backend: str | None) -> str:
-    """Turn a per-call ``backend=`` argument (None = default) into a backend name."""
-    if backend is None:
-        return get_backend()
-    return _check_name(backend, "backend")
+def resolve_backend(backend: str | None, *arrays) -> str:
+    """The backend an op runs on: explicit ``backend``, else "cuda" if any of ``arrays``
+    is a device array, else the process-wide default (see the module doc)."""
+    if backend is not None:
+        return _check_name(backend, "backend")
+    if arrays:
+        from npstn._device import is_device_array
+
+        if any(is_device_array(a) for a in arrays):
+            return "cuda"
+    return get_backend()
