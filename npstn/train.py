@@ -828,6 +828,33 @@ PAPER_TABLE1 = {
 }
 
 
+#: The best published independent replications we know of (test error %, who), for comparison.
+REPLICATIONS = {
+    ("fcn", None): {"r": (3.8, "a Caffe replication")},
+    ("st-fcn", "affine"): {"r": (5.4, "the Columbia course report (ST-FCN)")},
+}
+
+
+def collect_results(root) -> list[dict]:
+    """Sweep results rebuilt from the finished run folders under ``root`` (every ``metrics.json``).
+
+    Returns dicts shaped like :func:`run_one`'s, so :func:`results_table` and
+    :func:`npstn.viz.plot_table1` can redraw a table from the folders alone.
+    """
+    out = []
+    for path in sorted(Path(root).glob("**/" + METRICS)):
+        try:
+            m = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if m.get("status") != "finished" or "config" not in m:
+            continue
+        out.append({"config": m["config"], "status": "finished",
+                    "test_error_percent": m["test_error_percent"], "wall_seconds": m.get("wall_seconds"),
+                    "error": None, "metrics": m})
+    return out
+
+
 def run_folder(root, config: TrainConfig) -> Path:
     """Where a sweep keeps one run: ``root/<distortion>/<model>[-<transform>]/seed<S>``."""
     name = config.model + (f"-{config.transform}" if config.model.startswith("st-") else "")
@@ -974,8 +1001,12 @@ def _report(i: int, n: int, config: TrainConfig, r: dict, progress: bool) -> Non
 
 
 def _write_sweep_results(root: Path, results: list[dict]) -> None:
+    """``results.json``, ``results.md`` (the table) and ``results.png`` (:func:`npstn.viz.plot_table1`)."""
     atomic_write_json(root / "results.json", results)
     atomic_write_text(root / "results.md", results_table(results) + "\n")
+    from npstn.viz import plot_table1
+
+    plot_table1(results, root / "results.png")
 
 
 def results_table(results: list[dict]) -> str:
@@ -1016,4 +1047,8 @@ def results_table(results: list[dict]) -> str:
             paper = PAPER_TABLE1.get(key, {}).get(d)
             row.append("" if paper is None else f"{paper}")
         lines.append(f"| {name} | " + " | ".join(row) + " |")
+    reps = [f"{k[0].upper()}{' ' + k[1] if k[1] else ''} on {d.upper()}: {err} ({who})"
+            for k, v in REPLICATIONS.items() if k in cells for d, (err, who) in v.items() if d in dists]
+    if reps:
+        lines += ["", "Best published replications: " + "; ".join(reps) + "."]
     return "\n".join(lines)

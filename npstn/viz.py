@@ -21,7 +21,7 @@ import numpy as np
 from npstn.utils.io import atomic_open
 
 __all__ = ["grid_to_pixels", "transformation_mesh", "plot_transformations",
-           "plot_learning_curves", "viz_run"]
+           "plot_learning_curves", "viz_run", "plot_table1"]
 
 
 def _pyplot():
@@ -191,3 +191,56 @@ def viz_run(run_dir, n: int = 12, out=None, test_data=None) -> list[Path]:
     if (run / T.LOG).is_file() and T.read_log(run / T.LOG):
         paths.append(plot_learning_curves(run / T.LOG, out / "curves.png", title=config.describe()))
     return paths
+
+
+def plot_table1(results: list[dict], path, title: str | None = None) -> Path:
+    """Table 1 as a picture: npstn's test error against the paper's, one point per cell.
+
+    ``results`` are sweep results (dicts with ``config`` and
+    ``test_error_percent``, as :func:`npstn.train.run_sweep` returns and
+    ``results.json`` holds). Each (model, transform, distortion) cell is one
+    point: x the paper's error, y npstn's mean over seeds, with a bar from the
+    lowest to the highest seed; the diagonal is "as the paper", the dashed line
+    1.5x the paper. Cells the paper does not report are left out.
+    """
+    from npstn.train import PAPER_TABLE1
+
+    plt = _pyplot()
+    cells: dict = {}
+    for r in results:
+        c, err = r["config"], r.get("test_error_percent")
+        if err is None:
+            continue
+        key = (c["model"], c["transform"] if c["model"].startswith("st-") else None, c["distortion"])
+        cells.setdefault(key, []).append(float(err))
+    colours = {"fcn": "#8e8e93", "cnn": "#34c759", "st-fcn": "#007aff", "st-cnn": "#ff9500"}
+    markers = {"r": "o", "rts": "s", "p": "^", "e": "D", "tc": "v"}
+    fig, ax = plt.subplots(figsize=(6.4, 5.6))
+    lo, hi = 0.3, 20.0
+    ax.plot([lo, hi], [lo, hi], color="k", lw=0.8, label="as the paper")
+    ax.plot([lo, hi], [1.5 * lo, 1.5 * hi], color="k", lw=0.8, ls="--", label="1.5x the paper")
+    seen = set()
+    for (model, transform, dist), errs in sorted(cells.items(), key=str):
+        paper = PAPER_TABLE1.get((model, transform), {}).get(dist)
+        if paper is None:
+            continue
+        e = np.array(errs)
+        lab = model.upper() + (f" {transform}" if transform else "")
+        ax.errorbar([paper], [e.mean()], yerr=[[e.mean() - e.min()], [e.max() - e.mean()]],
+                    fmt=markers.get(dist, "o"), color=colours.get(model, "k"), ms=6, capsize=2,
+                    alpha=0.85 if transform in (None, "affine") else 0.55,
+                    label=lab if (model, transform) not in seen else None)
+        seen.add((model, transform))
+        short = {"affine": "aff", "projective": "proj", "tps": "tps", "attention": "att"}.get(transform, "")
+        ax.annotate(f"{dist.upper()} {short}".strip(), (paper, e.mean()),
+                    textcoords="offset points", xytext=(5, 3), fontsize=7)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlim(lo, hi)
+    ax.set_ylim(lo, hi)
+    ax.set_xlabel("paper's test error (%)")
+    ax.set_ylabel("npstn's test error (%), mean over seeds (bar: min-max)")
+    ax.set_title(title or "Table 1: npstn against the paper (markers: o R, s RTS, ^ P, D E, v TC)", fontsize=9)
+    ax.grid(True, which="both", lw=0.3, alpha=0.5)
+    ax.legend(fontsize=7, loc="upper left")
+    return _save(fig, path)

@@ -211,6 +211,23 @@ def test_results_table_reports_mean_and_paper():
                             r("st-fcn", "tps", "rts", 3.0, 0)])
     assert "| FCN | 11.00 +- 1.00 (2) | 5.2 |" in text
     assert "| ST-FCN tps | 3.00 (1) | 0.8 |" in text
+    assert "Best published replications" not in text  # none on RTS
+    assert "3.8 (a Caffe replication)" in T.results_table([r("fcn", "affine", "r", 3.0, 0)])
+
+
+def test_reproduce_regenerates_table_and_figure_from_run_folders(synthetic, tmp_path):
+    configs = T.sweep_configs(tmp_path / "sweep", ["fcn", "st-fcn"], ["affine"], ["rts"], [0],
+                              steps=4, batch_size=8, eval_every=2)
+    results = T.run_sweep(configs, tmp_path / "sweep", progress=False)
+    assert [r["status"] for r in results] == ["finished", "finished"]
+    assert (tmp_path / "sweep" / "results.png").stat().st_size > 1000
+    again = T.collect_results(tmp_path / "sweep")
+    assert T.results_table(again) == T.results_table(results)
+    assert {r["metrics"]["config"]["model"] for r in again} == {"fcn", "st-fcn"}
+    from npstn.viz import plot_table1
+
+    png = plot_table1(again, tmp_path / "t1.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 # ---------------------------------------------------------------------------- integration (real MNIST)
