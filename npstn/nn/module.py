@@ -20,6 +20,13 @@ from npstn._checks import FLOAT_DTYPES, shape_str
 from npstn._device import check_device, device_of, is_device_array, to_device, to_host
 
 
+def layer_backend(backend, x):
+    """The backend a layer passes to its functional op: "cuda" when its input ``x`` is a
+    device array (a model moved with ``.to("cuda")`` computes on the GPU whatever
+    its ``backend`` says), else the layer's ``backend`` (None: decided by the op)."""
+    return "cuda" if is_device_array(x) else backend
+
+
 class Parameter:
     """A trainable array with its gradient.
 
@@ -65,6 +72,19 @@ class Parameter:
         self.data = move(self.data)
         self.grad = move(self.grad)
         return self
+
+    def accumulate_grad(self, grad) -> None:
+        """``grad += grad_contribution`` in place, on the host or the device (where ``grad`` lives).
+
+        Layers add the parameter gradients their functional backward returns
+        with this, so that ``backward`` accumulates as in torch.
+        """
+        if is_device_array(self.grad):
+            from npstn.kernels.cuda.elementwise import add_
+
+            add_(self.grad, grad)
+            return
+        self.grad += grad
 
     def zero_grad(self) -> None:
         if is_device_array(self.grad):
