@@ -82,7 +82,7 @@ def _arrays(draw, shape, dtype, low=-2.0, high=2.0):
 
 @st.composite
 def linear_cases(draw, dtype, small):
-    cfg = draw(sn.linear_configs(max_batch=3 if small else 4, max_features=4 if small else 6))
+    cfg = draw(sn.linear_configs(max_batch=3 if small else 4, max_features=6))
     x = _arrays(draw, cfg.input_shape, dtype)
     w = _arrays(draw, (cfg.out_features, cfg.in_features), dtype)
     b = _arrays(draw, (cfg.out_features,), dtype) if cfg.bias else None
@@ -91,8 +91,7 @@ def linear_cases(draw, dtype, small):
 
 @st.composite
 def conv2d_cases(draw, dtype, small):
-    kw = dict(max_batch=2, max_channels=2, max_kernel=3, max_stride=2, max_padding=1, max_hw=4) if small \
-        else dict(max_batch=2, max_channels=3, max_kernel=3, max_stride=3, max_padding=2, max_hw=6)
+    kw = dict(max_batch=2, max_channels=3, max_kernel=3, max_stride=3, max_padding=2, max_hw=5 if small else 6)
     cfg = draw(sn.conv_configs(**kw))
     (kh, kw_) = cfg.kernel_hw
     c, o = cfg.input_shape[1], cfg.output_shape[1]
@@ -102,16 +101,22 @@ def conv2d_cases(draw, dtype, small):
     return Case((x, w, b), dict(stride=cfg.stride, padding=cfg.padding))
 
 
+def _pool_configs(small):
+    if small:
+        return sn.pool_configs(max_batch=2, max_channels=2, max_hw=6, max_kernel=3, max_stride=3)
+    return sn.pool_configs()
+
+
 @st.composite
 def max_pool2d_cases(draw, dtype, small):
-    cfg = draw(sn.pool_configs(max_hw=5 if small else 7, max_kernel=3 if small else 4))
+    cfg = draw(_pool_configs(small))
     x = draw(sn.untied_arrays(cfg.shape, dtype=dtype))  # distinct values: one argmax per window
     return Case((x,), cfg.kwargs())
 
 
 @st.composite
 def avg_pool2d_cases(draw, dtype, small):
-    cfg = draw(sn.pool_configs(max_hw=5 if small else 7, max_kernel=3 if small else 4))
+    cfg = draw(_pool_configs(small))
     extra = draw(st.sampled_from([{}, dict(count_include_pad=False), dict(divisor_override=3)]))
     return Case((_arrays(draw, cfg.shape, dtype),), {**cfg.kwargs(), **extra})
 

@@ -36,7 +36,7 @@ from npstn.testing import gradcheck
 from op_table import OPS
 
 HOST = ("numpy", "cpu")
-CUDA_FEW = settings(max_examples=4, deadline=None)
+CUDA_FEW = settings(max_examples=8, deadline=None)
 IDS = [op.name for op in OPS]
 
 
@@ -110,7 +110,7 @@ def test_gradcheck_host(op, backend, data):
 
 
 @pytest.mark.parametrize("op", OPS, ids=IDS)
-@settings(max_examples=2, deadline=None)
+@settings(max_examples=3, deadline=None)
 @given(data=st.data())
 def test_gradcheck_cuda(op, data):
     _cuda()
@@ -157,7 +157,7 @@ def test_dtype_is_preserved(op, data):
 
 # ----------------------------------------------------------------------------- devices
 @pytest.mark.parametrize("op", OPS, ids=IDS)
-@settings(max_examples=2, deadline=None)
+@settings(max_examples=3, deadline=None)
 @given(data=st.data(), dtype=st.sampled_from([np.float32, np.float64]))
 def test_device_arrays_stay_on_the_device(op, data, dtype):
     cuda = _cuda()

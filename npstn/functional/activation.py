@@ -17,7 +17,7 @@ import numpy as np
 
 from npstn._checks import check_float_array, shape_str
 from npstn._device import device_args, is_device_array, results_for
-from npstn.functional._grads import dispatch, upstream_grad
+from npstn.functional._layer_common import dispatch, upstream_grad
 
 __all__ = ["relu", "relu_backward"]
 

@@ -39,7 +39,7 @@ import numpy as np
 
 from npstn._checks import check_float_array, check_same_dtype, pair, shape_str
 from npstn._device import device_args, results_for
-from npstn.functional._grads import dispatch, upstream_grad
+from npstn.functional._layer_common import check_bias, dispatch, upstream_grad
 from npstn.kernels.cpu import im2col as _k
 
 __all__ = ["conv2d", "conv2d_backward", "conv2d_output_shape"]
@@ -68,11 +68,7 @@ def _check(input, weight, bias, stride, padding):
             f"conv2d: input has {input.shape[1]} channels (shape {shape_str(input.shape)}) but the "
             f"weight of shape {shape_str(weight.shape)} expects {weight.shape[1]}"
         )
-    if bias is not None:
-        check_same_dtype("conv2d: bias", bias, "conv2d: weight", weight)
-        if tuple(bias.shape) != (weight.shape[0],):
-            raise ValueError(f"conv2d: bias must have shape ({weight.shape[0]},), got "
-                             f"{shape_str(bias.shape)}")
+    check_bias("conv2d", bias, weight)
     stride, padding = pair(stride, "conv2d: stride"), pair(padding, "conv2d: padding")
     if min(stride) < 1:
         raise ValueError(f"conv2d: stride must be positive, got {stride}")

@@ -16,11 +16,9 @@ in its epilogue) and a column-sum kernel for dL/db.
 """
 from __future__ import annotations
 
-import numpy as np
-
 from npstn._checks import check_float_array, check_same_dtype, shape_str
 from npstn._device import device_args, results_for
-from npstn.functional._grads import dispatch, upstream_grad
+from npstn.functional._layer_common import check_bias, dispatch, upstream_grad
 
 __all__ = ["linear", "linear_backward"]
 
@@ -34,11 +32,7 @@ def _check(input, weight, bias):
             f"linear: input must have shape (*, in_features) = (*, {weight.shape[1]}) for a "
             f"weight of shape {shape_str(weight.shape)}, got shape {shape_str(input.shape)}"
         )
-    if bias is not None:
-        check_same_dtype("linear: bias", bias, "linear: weight", weight)
-        if tuple(bias.shape) != (weight.shape[0],):
-            raise ValueError(f"linear: bias must have shape ({weight.shape[0]},), got "
-                             f"{shape_str(bias.shape)}")
+    check_bias("linear", bias, weight)
 
 
 def _out_shape(input, weight):

@@ -32,7 +32,7 @@ from __future__ import annotations
 import numpy as np
 
 from npstn._checks import check_float_array, shape_str
-from npstn.functional._grads import dispatch
+from npstn.functional._layer_common import dispatch
 from npstn._device import device_args, is_device_array, to_host
 
 __all__ = ["cross_entropy", "cross_entropy_backward", "log_softmax"]
@@ -130,8 +130,9 @@ def cross_entropy_backward(grad_output, input, target, *, reduction="mean", back
 
     ``grad_output``: the upstream gradient of the loss, a scalar ("mean",
     "sum"; 1.0 at the end of the chain) or (N,) ("none"). ``log_p``: the
-    log-softmax ``cross_entropy(..., return_log_p=True)`` returned (saved
-    state); None recomputes it. Equations in the module docstring.
+    log-softmax ``cross_entropy(input, target, ..., return_log_p=True)``
+    returned for these same arrays (saved state; its forward checked the
+    labels); None recomputes it. Equations in the module docstring.
     """
     name = "cross_entropy_backward"
     target = _check(name, input, target, reduction)
@@ -167,10 +168,10 @@ def cross_entropy_backward(grad_output, input, target, *, reduction="mean", back
                 g = g / dtype.type(n)
             grad = _kc.cross_entropy_backward(lp, labels, scale=g[()])
         return grad.copy_to_host() if back else grad
-    _check_labels_host(name, target, k, input.shape)
-    target = target.astype(np.int64, copy=False)
-    if log_p is None:
+    if log_p is None:  # (a saved log_p comes from a forward that checked these labels)
+        _check_labels_host(name, target, k, input.shape)
         log_p = log_softmax(input, axis=1)
+    target = target.astype(np.int64, copy=False)
     grad = np.asarray(grad_output, dtype=dtype)
     d = np.exp(log_p)  # softmax, (N, K)
     d[np.arange(n), target] -= 1

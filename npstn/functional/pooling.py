@@ -43,7 +43,7 @@ import numpy as np
 
 from npstn._checks import check_float_array, pair, shape_str
 from npstn._device import device_args, is_device_array, results_for
-from npstn.functional._grads import dispatch, upstream_grad
+from npstn.functional._layer_common import dispatch, upstream_grad
 from npstn.kernels.cpu import pool as _k
 
 __all__ = ["max_pool2d", "max_pool2d_backward", "avg_pool2d", "avg_pool2d_backward",

@@ -29,22 +29,11 @@ import numpy as np
 from npstn import functional as F
 from npstn._backend import resolve_backend
 from npstn._checks import check_float_array, shape_str
-from npstn._device import device_grad, is_device_array, to_device
+from npstn._device import is_device_array, to_device
 from npstn.nn import init
-from npstn.nn.module import Module, layer_backend
+from npstn.nn.module import Module, layer_backend, layer_grad
 
 __all__ = ["ReLU", "Flatten", "Dropout"]
-
-
-def _grad_like(name: str, grad_out, shape, dtype) -> np.ndarray:
-    """grad_out as an array of the forward output's dtype, its shape checked."""
-    grad_out = np.asarray(grad_out, dtype=dtype)
-    if grad_out.shape != tuple(shape):
-        raise ValueError(
-            f"{name}.backward: grad_out must have the output's shape {shape_str(shape)}, "
-            f"got {shape_str(grad_out.shape)}"
-        )
-    return grad_out
 
 
 class ReLU(Module):
@@ -73,10 +62,7 @@ class ReLU(Module):
         if self._x is None:
             raise RuntimeError("ReLU.backward called before forward: call forward(x) first")
         x = self._x
-        if is_device_array(x):
-            grad_out = device_grad("ReLU.backward", grad_out, x.shape, x.dtype)
-        else:
-            grad_out = _grad_like("ReLU", grad_out, x.shape, x.dtype)
+        grad_out = layer_grad("ReLU", grad_out, is_device_array(x), x.shape, x.dtype)
         return F.relu_backward(grad_out, x, backend=layer_backend(self.backend, x))
 
 
@@ -188,12 +174,12 @@ class Dropout(Module):
     def backward(self, grad_out: np.ndarray) -> np.ndarray:
         if self._in_shape is None:
             raise RuntimeError("Dropout.backward called before forward: call forward(x) first")
-        if is_device_array(grad_out) or is_device_array(self._scaled_mask):
+        on_device = is_device_array(grad_out) or is_device_array(self._scaled_mask)
+        grad_out = layer_grad("Dropout", grad_out, on_device, self._in_shape, self._dtype)
+        if on_device and self._scaled_mask is not None:
             from npstn.kernels.cuda.elementwise import mul
 
-            g = device_grad("Dropout.backward", grad_out, self._in_shape, self._dtype)
-            return g if self._scaled_mask is None else mul(g, self._scaled_mask)
-        grad_out = _grad_like("Dropout", grad_out, self._in_shape, self._dtype)
+            return mul(grad_out, self._scaled_mask)
         if self._scaled_mask is None:  # eval mode or p == 0: the identity
             return grad_out
         return grad_out * self._scaled_mask

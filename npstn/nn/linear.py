@@ -28,9 +28,9 @@ import numpy as np
 from npstn import functional as F
 from npstn._backend import resolve_backend
 from npstn._checks import check_float_array, check_same_dtype, shape_str
-from npstn._device import check_module_device, device_grad, is_device_array
+from npstn._device import check_module_device, is_device_array
 from npstn.nn import init
-from npstn.nn.module import Module, Parameter, layer_backend
+from npstn.nn.module import Module, Parameter, layer_backend, layer_grad
 
 __all__ = ["Linear"]
 
@@ -107,15 +107,7 @@ class Linear(Module):
         if self._x is None:
             raise RuntimeError("Linear.backward called before forward: call forward(x) first")
         want = (*tuple(self._x.shape)[:-1], self.out_features)
-        if is_device_array(self._x):
-            grad_out = device_grad("Linear.backward", grad_out, want, self._x.dtype)
-        else:
-            grad_out = np.asarray(grad_out, dtype=self._x.dtype)
-            if grad_out.shape != want:
-                raise ValueError(
-                    f"Linear.backward: grad_out must have the output's shape {shape_str(want)}, "
-                    f"got {shape_str(grad_out.shape)}"
-                )
+        grad_out = layer_grad("Linear", grad_out, is_device_array(self._x), want, self._x.dtype)
         grad_in, grad_w, grad_b = F.linear_backward(grad_out, self._x, self.weight.data,
                                                     _data(self.bias),
                                                     backend=layer_backend(self.backend, self._x))

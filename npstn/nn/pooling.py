@@ -15,10 +15,9 @@ import numpy as np
 
 from npstn import functional as F
 from npstn._backend import resolve_backend
-from npstn._checks import shape_str
-from npstn._device import device_grad, is_device_array
-from npstn.functional.pooling import pool_output_size, pool_params
-from npstn.nn.module import Module, layer_backend
+from npstn._device import is_device_array
+from npstn.functional.pooling import pool_output_size, pool_params  # noqa: F401  (pool_output_size: its old home)
+from npstn.nn.module import Module, layer_backend, layer_grad
 
 __all__ = ["MaxPool2d", "AvgPool2d"]
 
@@ -49,15 +48,7 @@ class _Pool2d(Module):
         name = type(self).__name__
         if self._x is None:
             raise RuntimeError(f"{name}.backward called before forward: call forward(x) first")
-        if is_device_array(self._x):
-            return device_grad(f"{name}.backward", grad_out, self._out_shape, self._x.dtype)
-        grad_out = np.asarray(grad_out, dtype=self._x.dtype)
-        if grad_out.shape != self._out_shape:
-            raise ValueError(
-                f"{name}.backward: grad_out must have the output's shape "
-                f"{shape_str(self._out_shape)}, got {shape_str(grad_out.shape)}"
-            )
-        return grad_out
+        return layer_grad(name, grad_out, is_device_array(self._x), self._out_shape, self._x.dtype)
 
     def extra_repr(self) -> str:
         return (f"kernel_size={self.kernel_size}, stride={self.stride}, "
