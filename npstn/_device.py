@@ -1,8 +1,10 @@
 """Where arrays live: the host ("cpu", NumPy arrays) or the GPU ("cuda", Numba device arrays).
 
 A *device* is where data sit; a *backend* (:mod:`npstn._backend`) is how an
-op computes. The two meet in one rule: layers run their CUDA kernels when
-their input is a device array, and their NumPy/Numba-CPU code otherwise.
+op computes. The two meet in one rule (:func:`npstn._backend.resolve_backend`):
+an op runs its CUDA kernels when its input is a device array (or when asked
+for ``backend="cuda"``, copying host arrays to the device and the results
+back), and its NumPy/Numba-CPU code otherwise.
 
 * ``"cpu"``: NumPy arrays in host memory (the default; every backend accepts them).
 * ``"cuda"``: Numba CUDA device arrays (``numba.cuda.to_device``), on the
@@ -17,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 __all__ = ["DEVICES", "check_device", "is_device_array", "device_of", "to_host", "to_device",
-           "check_module_device", "device_grad"]
+           "check_module_device", "device_grad", "device_args", "results_for"]
 
 DEVICES = ("cpu", "cuda")
 
@@ -100,3 +102,23 @@ def device_grad(name: str, grad, shape, dtype):
             f"got {tuple(int(s) for s in grad.shape)}"
         )
     return grad
+
+
+def device_args(*arrays):
+    """The arrays of a "cuda" op on the device, and whether its results go back to the host.
+
+    Returns ``(on_device, back)``: ``on_device`` lists each array as a device
+    array (a host array copied, a device array as it is, None kept as None);
+    ``back`` is True when none of them was a device array, so the op copies
+    its results back with :func:`results_for` (host arrays in, host arrays
+    out; device arrays in, device arrays out).
+    """
+    back = not any(is_device_array(a) for a in arrays if a is not None)
+    return [None if a is None else to_device(a) for a in arrays], back
+
+
+def results_for(back: bool, *outs):
+    """``outs`` copied to the host when ``back`` (None entries kept); one value or a tuple."""
+    if back:
+        outs = tuple(None if o is None or not is_device_array(o) else o.copy_to_host() for o in outs)
+    return outs[0] if len(outs) == 1 else outs

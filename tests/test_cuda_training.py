@@ -7,12 +7,18 @@ Python thread: shapes are tiny and Hypothesis examples few.
 How every new backward is covered (the DESIGN's rule that each backward is
 gradient-checked):
 
-* Linear, Conv2d, MaxPool2d, AvgPool2d, ReLU, Dropout, Flatten,
-  CrossEntropyLoss and SpatialTransformer on the device are compared with the
-  cpu backend's forward *and* backward (input gradient and every parameter
+* The functional ops behind Linear, Conv2d, MaxPool2d, AvgPool2d, ReLU and
+  CrossEntropyLoss are checked on the cuda backend by tests/test_ops.py (the
+  op table): agreement with the NumPy specification, forward and backward,
+  float32 and float64 (random configurations; the tolerances these tests
+  used), gradient checks, and device arrays in and out.
+* Here, the layers on the device (awkward Conv2d shapes, gradient
+  accumulation, max-pool ties and NaN, ReLU, Dropout, Flatten,
+  CrossEntropyLoss and SpatialTransformer) are compared with the cpu
+  backend's forward *and* backward (input gradient and every parameter
   gradient) on the same arrays; the cpu backwards are gradient-checked in
   test_linear.py, test_conv.py, test_pooling.py, test_activation.py,
-  test_loss.py and test_spatial_transformer.py.
+  test_loss.py, test_spatial_transformer.py and test_ops.py.
 * In addition, ``test_device_layers_pass_gradcheck`` runs
   :func:`npstn.testing.gradcheck` (central differences, float64) through the
   public layer API on the device for the input gradient of each layer kind
@@ -291,28 +297,6 @@ def test_sum_axis_matches_numpy(shape, axis):
 
 
 # ----------------------------------------------------------------------------- layers = cpu
-@FEW
-@given(cfg=sn.linear_configs(max_batch=3, max_features=6), dtype=st.sampled_from([np.float32, np.float64]),
-       seed=st.integers(0, 2**31))
-def test_linear_on_device_equals_cpu(cfg, dtype, seed):
-    """Backward covered by equality with the gradient-checked cpu Linear (test_linear.py)."""
-    rng = np.random.default_rng(seed)
-    layer = nn.Linear(cfg.in_features, cfg.out_features, bias=cfg.bias, rng=seed).to(dtype)
-    x = rng.standard_normal(cfg.input_shape).astype(dtype)
-    compare_layer(layer, x, rng, dtype)
-
-
-@FEW
-@given(cfg=sn.conv_configs(max_batch=2, max_channels=3, max_kernel=3, max_stride=3, max_padding=2, max_hw=5),
-       dtype=st.sampled_from([np.float32, np.float64]), seed=st.integers(0, 2**31))
-def test_conv2d_on_device_equals_cpu(cfg, dtype, seed):
-    """Backward covered by equality with the gradient-checked cpu Conv2d (test_conv.py)."""
-    rng = np.random.default_rng(seed)
-    layer = nn.Conv2d(**cfg.kwargs(), rng=seed, backend="cpu").to(dtype)
-    x = rng.standard_normal(cfg.input_shape).astype(dtype)
-    compare_layer(layer, x, rng, dtype)
-
-
 def test_conv2d_awkward_shapes_on_device():
     rng = np.random.default_rng(3)
     for kwargs, shape in [(dict(in_channels=1, out_channels=1, kernel_size=1), (1, 1, 1, 1)),
@@ -321,6 +305,46 @@ def test_conv2d_awkward_shapes_on_device():
                           (dict(in_channels=2, out_channels=3, kernel_size=5, padding=2), (2, 2, 1, 1))]:
         layer = nn.Conv2d(**kwargs, rng=0).double()
         compare_layer(layer, rng.standard_normal(shape), rng, np.float64)
+
+
+@pytest.mark.parametrize("kind", ["linear", "conv", "maxpool", "avgpool", "relu", "loss"])
+def test_layer_with_backend_cuda_runs_the_cuda_kernels_on_host_arrays(kind, strict_device_arrays):
+    """backend="cuda" on NumPy arrays copies them to the GPU and the results back (as
+    grid_sample does): host results equal to the cpu layer's, made by device kernels."""
+    rng = np.random.default_rng(21)
+    make, shape = {
+        "linear": (lambda b: nn.Linear(3, 2, rng=0, backend=b), (2, 3)),
+        "conv": (lambda b: nn.Conv2d(2, 2, 2, stride=2, padding=1, rng=0, backend=b), (1, 2, 3, 3)),
+        "maxpool": (lambda b: nn.MaxPool2d(2, ceil_mode=True, backend=b), (1, 1, 3, 3)),
+        "avgpool": (lambda b: nn.AvgPool2d(3, stride=2, padding=1, backend=b), (1, 1, 4, 3)),
+        "relu": (lambda b: nn.ReLU(backend=b), (2, 3)),
+        "loss": (lambda b: nn.CrossEntropyLoss(backend=b), (2, 3)),
+    }[kind]
+    x = rng.standard_normal(shape)
+    extra = (np.array([2, 0]),) if kind == "loss" else ()
+    ref, gpu = make("cpu").double(), make("cuda").double()
+    y_ref = ref(x, *extra)
+    strict_device_arrays.reset()
+    y = gpu(x, *extra)
+    assert isinstance(y, (np.ndarray, np.generic)) and not is_device_array(y)
+    if strict_device_arrays.active:
+        assert strict_device_arrays.to_device > 0 and strict_device_arrays.to_host > 0
+    np.testing.assert_allclose(y, y_ref, rtol=1e-12, atol=1e-13)
+    g = 1.3 if kind == "loss" else rng.standard_normal(np.shape(y_ref))
+    gi_ref, gi = ref.backward(g), gpu.backward(g)
+    assert isinstance(gi, np.ndarray)
+    np.testing.assert_allclose(gi, gi_ref, rtol=1e-12, atol=1e-13)
+    for p, q in zip(gpu.parameters(), ref.parameters()):
+        assert isinstance(p.grad, np.ndarray)
+        np.testing.assert_allclose(p.grad, q.grad, rtol=1e-12, atol=1e-13)
+
+
+def test_layers_reject_an_unknown_backend_when_built():
+    for make in (lambda: nn.Linear(2, 2, backend="gpu"), lambda: nn.ReLU(backend="gpu"),
+                 lambda: nn.MaxPool2d(2, backend="gpu"), lambda: nn.AvgPool2d(2, backend="gpu"),
+                 lambda: nn.CrossEntropyLoss(backend="gpu"), lambda: nn.Conv2d(1, 1, 1, backend="gpu")):
+        with pytest.raises(ValueError, match="unknown backend 'gpu'"):
+            make()
 
 
 def test_conv2d_gradients_accumulate_on_device():
@@ -337,22 +361,6 @@ def test_conv2d_gradients_accumulate_on_device():
     layer.backward(dev(g))
     for a, b in zip(twice, [host(p.grad) for p in layer.parameters()]):
         np.testing.assert_allclose(a, 2 * b, rtol=1e-12)
-
-
-@settings(max_examples=8, deadline=None)
-@given(cfg=sn.pool_configs(max_batch=2, max_channels=2, max_hw=6, max_kernel=3, max_stride=3),
-       kind=st.sampled_from(["max", "avg", "avg_nopad", "avg_div"]),
-       dtype=st.sampled_from([np.float32, np.float64]), data=st.data())
-def test_pooling_on_device_equals_cpu(cfg, kind, dtype, data):
-    """ceil_mode, padding, strides and divisors as in the CPU kernels; backward covered by
-    equality with the gradient-checked cpu pools (test_pooling.py)."""
-    if kind == "max":
-        layer = nn.MaxPool2d(**cfg.kwargs())
-    else:
-        extra = {"avg": {}, "avg_nopad": dict(count_include_pad=False), "avg_div": dict(divisor_override=3)}
-        layer = nn.AvgPool2d(**cfg.kwargs(), **extra[kind])
-    x = data.draw(sn.untied_arrays(cfg.shape, dtype=dtype))  # distinct values: one argmax
-    compare_layer(layer, x, np.random.default_rng(0), dtype)
 
 
 def test_maxpool_ties_and_nan_follow_the_cpu_kernel():

@@ -43,10 +43,10 @@ batch, the projected wall time of the full schedule, ``--schedule-steps``
 npstn is faster).
 
 Backends: ``cpu`` by default; ``numpy`` (the readable specification, for the
-npstn layers that have one) and ``cuda`` (the layers with cuda kernels on
-the GPU, when this was written the ST's grid generator and sampler, the
-others on the CPU; only on a real GPU, skipped with a message otherwise;
-PyTorch then runs on the GPU) on request.
+npstn layers that have one) and ``cuda`` (every op runs its cuda kernels,
+the host batches and parameters copied to the GPU and the results back at
+each op, by the dispatch rule of :mod:`npstn._backend`; only on a real GPU,
+skipped with a message otherwise; PyTorch then runs on the GPU) on request.
 """
 from __future__ import annotations
 

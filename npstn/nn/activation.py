@@ -1,11 +1,7 @@
 """Parameter-free layers: ReLU, Flatten, Dropout.
 
-ReLU (element-wise)::
-
-    forward:   y = max(x, 0)
-    backward:  dL/dx = dL/dy * [x > 0]
-
-The derivative at x = 0 is a sub-gradient choice; like torch we take 0.
+ReLU is the layer around :func:`npstn.functional.relu` (y = max(x, 0); its
+equations, with the sub-gradient at 0, are in :mod:`npstn.functional.activation`).
 
 Flatten(start_dim=1, end_dim=-1) is a reshape, so its backward is the inverse
 reshape: (N, C, H, W) -> (N, C*H*W) and back.
@@ -30,56 +26,44 @@ from __future__ import annotations
 
 import numpy as np
 
+from npstn import functional as F
+from npstn._backend import resolve_backend
 from npstn._checks import check_float_array, shape_str
-from npstn._device import device_grad, is_device_array, to_device
+from npstn._device import is_device_array, to_device
 from npstn.nn import init
-from npstn.nn.module import Module
+from npstn.nn.module import Module, layer_backend, layer_grad
 
 __all__ = ["ReLU", "Flatten", "Dropout"]
-
-
-def _grad_like(name: str, grad_out, shape, dtype) -> np.ndarray:
-    """grad_out as an array of the forward output's dtype, its shape checked."""
-    grad_out = np.asarray(grad_out, dtype=dtype)
-    if grad_out.shape != tuple(shape):
-        raise ValueError(
-            f"{name}.backward: grad_out must have the output's shape {shape_str(shape)}, "
-            f"got {shape_str(grad_out.shape)}"
-        )
-    return grad_out
 
 
 class ReLU(Module):
     """y = max(x, 0), element-wise (NaN stays NaN, as in torch).
 
+    Parameters
+    ----------
+    backend : {"numpy", "cpu", "cuda"} or None, of :func:`npstn.functional.relu`
+
     Shapes: input any shape; output the same shape and dtype.
     """
 
-    def __init__(self):
+    def __init__(self, *, backend=None):
         super().__init__()
-        self._mask = None  # x > 0, cached by forward
-        self._dtype = None
+        if backend is not None:
+            resolve_backend(backend)  # validates the name now rather than at the first call
+        self.backend = backend
+        self._x = None  # the input, cached by forward ([x > 0] is read in the backward)
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         check_float_array("ReLU input", x)
-        if is_device_array(x):  # keep x itself: [x > 0] is read in the backward kernel
-            from npstn.kernels.cuda.elementwise import relu_forward
-
-            self._mask, self._dtype = x, x.dtype
-            return relu_forward(x)
-        self._mask, self._dtype = x > 0, x.dtype
-        return np.maximum(x, 0)
+        self._x = x
+        return F.relu(x, backend=layer_backend(self.backend, x))
 
     def backward(self, grad_out: np.ndarray) -> np.ndarray:
-        if self._mask is None:
+        if self._x is None:
             raise RuntimeError("ReLU.backward called before forward: call forward(x) first")
-        if is_device_array(self._mask):
-            from npstn.kernels.cuda.elementwise import relu_backward
-
-            g = device_grad("ReLU.backward", grad_out, self._mask.shape, self._dtype)
-            return relu_backward(self._mask, g)
-        grad_out = _grad_like("ReLU", grad_out, self._mask.shape, self._dtype)
-        return np.where(self._mask, grad_out, grad_out.dtype.type(0))
+        x = self._x
+        grad_out = layer_grad("ReLU", grad_out, is_device_array(x), x.shape, x.dtype)
+        return F.relu_backward(grad_out, x, backend=layer_backend(self.backend, x))
 
 
 class Flatten(Module):
@@ -190,12 +174,12 @@ class Dropout(Module):
     def backward(self, grad_out: np.ndarray) -> np.ndarray:
         if self._in_shape is None:
             raise RuntimeError("Dropout.backward called before forward: call forward(x) first")
-        if is_device_array(grad_out) or is_device_array(self._scaled_mask):
+        on_device = is_device_array(grad_out) or is_device_array(self._scaled_mask)
+        grad_out = layer_grad("Dropout", grad_out, on_device, self._in_shape, self._dtype)
+        if on_device and self._scaled_mask is not None:
             from npstn.kernels.cuda.elementwise import mul
 
-            g = device_grad("Dropout.backward", grad_out, self._in_shape, self._dtype)
-            return g if self._scaled_mask is None else mul(g, self._scaled_mask)
-        grad_out = _grad_like("Dropout", grad_out, self._in_shape, self._dtype)
+            return mul(grad_out, self._scaled_mask)
         if self._scaled_mask is None:  # eval mode or p == 0: the identity
             return grad_out
         return grad_out * self._scaled_mask

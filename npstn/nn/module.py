@@ -17,7 +17,33 @@ from typing import Iterator
 import numpy as np
 
 from npstn._checks import FLOAT_DTYPES, shape_str
-from npstn._device import check_device, device_of, is_device_array, to_device, to_host
+from npstn._device import check_device, device_grad, device_of, is_device_array, to_device, to_host
+
+
+def layer_backend(backend, x):
+    """The backend a layer passes to its functional op: "cuda" when its input ``x`` is a
+    device array (a model moved with ``.to("cuda")`` computes on the GPU whatever
+    its ``backend`` says), else the layer's ``backend`` (None: decided by the op)."""
+    return "cuda" if is_device_array(x) else backend
+
+
+def layer_grad(name: str, grad_out, on_device: bool, shape, dtype):
+    """A layer's upstream gradient checked against its forward output's ``shape`` and ``dtype``.
+
+    ``on_device``: whether the forward ran on the GPU; then the gradient is
+    made a device array (:func:`npstn._device.device_grad`), else a host one
+    cast with ``np.asarray(grad_out, dtype)``. ``name`` is the layer's, for
+    the error messages.
+    """
+    if on_device:
+        return device_grad(f"{name}.backward", grad_out, shape, dtype)
+    grad_out = np.asarray(grad_out, dtype=dtype)
+    if grad_out.shape != tuple(shape):
+        raise ValueError(
+            f"{name}.backward: grad_out must have the output's shape {shape_str(shape)}, "
+            f"got {shape_str(grad_out.shape)}"
+        )
+    return grad_out
 
 
 class Parameter:
@@ -65,6 +91,19 @@ class Parameter:
         self.data = move(self.data)
         self.grad = move(self.grad)
         return self
+
+    def accumulate_grad(self, grad) -> None:
+        """``grad += grad_contribution`` in place, on the host or the device (where ``grad`` lives).
+
+        Layers add the parameter gradients their functional backward returns
+        with this, so that ``backward`` accumulates as in torch.
+        """
+        if is_device_array(self.grad):
+            from npstn.kernels.cuda.elementwise import add_
+
+            add_(self.grad, grad)
+            return
+        self.grad += grad
 
     def zero_grad(self) -> None:
         if is_device_array(self.grad):

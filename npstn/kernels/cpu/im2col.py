@@ -39,7 +39,7 @@ Two implementations of each, which tests check against each other:
 of the products and the NCHW layout (N, O, L) of feature maps (L = H*W),
 adding the bias on the way in the forward direction.
 
-Nothing here validates its arguments; :class:`npstn.nn.Conv2d` does that.
+Nothing here validates its arguments; :func:`npstn.functional.conv2d` does that.
 """
 from __future__ import annotations
 

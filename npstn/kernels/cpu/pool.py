@@ -24,7 +24,7 @@ counts. Average pooling divides by
       a ceil_mode window hanging past the right padding is thus smaller;
     * else the number of real input pixels in the window.
 
-Nothing here validates its arguments; :mod:`npstn.nn.pooling` does.
+Nothing here validates its arguments; :mod:`npstn.functional.pooling` does.
 """
 from __future__ import annotations
 

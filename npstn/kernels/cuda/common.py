@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from npstn._device import is_device_array  # noqa: F401  (the one definition; re-exported here)
+
 THREADS_PER_BLOCK = 256
 
 
@@ -28,17 +30,6 @@ def cuda_module():
             "Numba's CUDA simulator"
         )
     return cuda
-
-
-def is_device_array(x) -> bool:
-    """True for a Numba CUDA device array (real or simulated)."""
-    if isinstance(x, np.ndarray):
-        return False
-    from numba import cuda
-
-    # the simulator's FakeCUDAArray has no __cuda_array_interface__ but is a
-    # "cuda ndarray" for numba; real device arrays are both
-    return bool(cuda.devicearray.is_cuda_ndarray(x) or hasattr(x, "__cuda_array_interface__"))
 
 
 def to_device(x):

@@ -36,7 +36,7 @@ from numba import cuda
 
 from npstn.kernels.cuda.common import cuda_module, launch_config
 
-__all__ = ["flat", "fill", "add", "mul", "relu_forward", "relu_backward", "sgd_step",
+__all__ = ["flat", "fill", "add", "add_", "mul", "relu_forward", "relu_backward", "sgd_step",
            "adam_step", "all_finite"]
 
 
@@ -167,6 +167,16 @@ def _binary(kernel, a, b, name):
 def add(a, b):
     """a + b for two device arrays of one shape and dtype (a new device array)."""
     return _binary(_add_kernel, a, b, "add")
+
+
+def add_(a, b) -> None:
+    """a += b in place, for two C-contiguous device arrays of one shape and dtype
+    (how layers add a functional backward's parameter gradient to ``Parameter.grad``)."""
+    if tuple(a.shape) != tuple(b.shape) or np.dtype(a.dtype) != np.dtype(b.dtype):
+        raise ValueError(f"add_: operands differ: {tuple(a.shape)} {a.dtype} and "
+                         f"{tuple(b.shape)} {b.dtype}")
+    fa = flat(a)
+    _launch(_add_kernel, fa.shape[0], fa, flat(b), fa)
 
 
 def mul(a, b):

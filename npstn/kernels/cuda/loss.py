@@ -32,7 +32,7 @@ from numba import cuda, float64, int64
 
 from npstn.kernels.cuda.common import cuda_module, is_device_array, launch_config
 
-__all__ = ["cross_entropy_forward", "cross_entropy_backward", "argmax_rows", "count_correct",
+__all__ = ["cross_entropy_forward", "labels_on_device", "cross_entropy_backward", "argmax_rows", "count_correct",
            "BLOCK"]
 
 #: Threads of the one-block reductions (a power of two).
@@ -149,11 +149,11 @@ def _count_correct_kernel(z, labels, count):
         count[0] = buf[0]
 
 
-def _labels_on_device(cu, labels):
+def labels_on_device(labels):
     """Labels as a device array (int64 when they came from the host)."""
     if is_device_array(labels):
         return labels
-    return cu.to_device(np.ascontiguousarray(np.asarray(labels).astype(np.int64, copy=False)))
+    return cuda_module().to_device(np.ascontiguousarray(np.asarray(labels).astype(np.int64, copy=False)))
 
 
 def cross_entropy_forward(logits, labels):
@@ -163,7 +163,7 @@ def cross_entropy_forward(logits, labels):
     The two scalars come back in one copy of a 2-element array.
     """
     cu = cuda_module()
-    d_labels = _labels_on_device(cu, labels)
+    d_labels = labels_on_device(labels)
     n, k = logits.shape
     log_p = cu.device_array((n, k), dtype=logits.dtype)
     losses = cu.device_array((n,), dtype=logits.dtype)
@@ -207,7 +207,7 @@ def argmax_rows(logits):
 def count_correct(logits, labels) -> int:
     """How many rows of device logits (N, K) have their argmax equal to the label (host or device)."""
     cu = cuda_module()
-    d_labels = _labels_on_device(cu, labels)
+    d_labels = labels_on_device(labels)
     count = cu.device_array(1, dtype=np.int64)
     _count_correct_kernel[1, BLOCK](logits, d_labels, count)
     return int(count.copy_to_host()[0])

@@ -3,7 +3,7 @@
 Semantics are those of the CPU kernels (:mod:`npstn.kernels.cpu.pool`) and
 torch, on a stack of P = N*C planes (P, H, W). Output (oh, ow) reads the
 window rows [oh*sh - ph, oh*sh - ph + kh) clipped to the input (likewise
-columns); :func:`npstn.nn.pooling.pool_output_size` fixes out_h, out_w,
+columns); :func:`npstn.functional.pooling.pool_output_size` fixes out_h, out_w,
 ceil_mode included, before these run.
 
 * max forward, one thread per output: the first maximum in row-major scan

@@ -1,0 +1,188 @@
+"""2-D convolution (cross-correlation, as in torch) as im2col + one matrix product, and its backward.
+
+Notation (torch's): input x (N, C, H, W), weight w (O, C, kh, kw), bias b (O,)
+or None, stride (sh, sw), zero padding (ph, pw). The kernel is not flipped::
+
+    y[n, o, oy, ox] = b[o] + sum_{c, i, j} w[o, c, i, j] * xpad[n, c, oy*sh + i, ox*sw + j]
+
+    H_out = floor((H + 2*ph - kh) / sh) + 1,   W_out likewise,
+
+where xpad is x with ph zero rows above and below and pw zero columns left
+and right. With cols = im2col(x) (C*kh*kw, N*H_out*W_out), one column per
+receptive field (:mod:`npstn.kernels.cpu.im2col`), and W2 = w.reshape(O,
+C*kh*kw), forward and backward side by side, G = dL/dy laid out as (O,
+N*H_out*W_out)::
+
+    forward                               backward
+    Y = W2 @ cols      (O, N*H_out*W_out) dL/dW2   = G @ cols^T        (O, C*kh*kw)
+    y = Y as (N, O, H_out, W_out) + b[o]  dL/db    = G summed over its columns  (O,)
+                                          dL/dcols = W2^T @ G          (C*kh*kw, N*H_out*W_out)
+                                          dL/dx    = col2im(dL/dcols)  (N, C, H, W)
+
+``col2im`` is the adjoint of ``im2col``: it adds each column entry back onto
+the input pixel it was copied from (entries from the padding are dropped).
+
+Backends: "numpy" uses the vectorised im2col/col2im specification
+(``im2col_numpy``), "cpu" the Numba kernels (both with NumPy's BLAS for the
+products), "cuda" the kernels of :mod:`npstn.kernels.cuda.im2col` and the
+GEMM of :mod:`npstn.kernels.cuda.matmul`.
+
+Saved state. ``conv2d(..., return_cols=True)`` also returns the column
+matrix; ``conv2d_backward(..., cols=cols)`` then reuses it instead of
+running im2col again, and may overwrite it with dL/dcols (so pass it once).
+``cols_out`` lets the forward write the columns into a buffer it reuses
+(the layer keeps one across steps).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from npstn._checks import check_float_array, check_same_dtype, pair, shape_str
+from npstn._device import device_args, results_for
+from npstn.functional._layer_common import check_bias, dispatch, upstream_grad
+from npstn.kernels.cpu import im2col as _k
+
+__all__ = ["conv2d", "conv2d_backward", "conv2d_output_shape"]
+
+
+def conv2d_output_shape(input_shape, weight_shape, stride=1, padding=0) -> tuple[int, int, int, int]:
+    """(N, O, H_out, W_out) of ``conv2d`` for these shapes; ValueError if the kernel does not fit."""
+    n, _, h, w = input_shape
+    o, _, kh, kw = weight_shape
+    (sh, sw), (ph, pw) = pair(stride, "conv2d: stride"), pair(padding, "conv2d: padding")
+    if h + 2 * ph < kh or w + 2 * pw < kw:
+        raise ValueError(
+            f"conv2d: kernel_size {shape_str((kh, kw))} is larger than the padded input "
+            f"{shape_str((h + 2 * ph, w + 2 * pw))} (input shape {shape_str(input_shape)}, padding "
+            f"{shape_str((ph, pw))}); use a smaller kernel_size, more padding or a larger input"
+        )
+    return int(n), int(o), _k.conv_out_size(h, kh, sh, ph), _k.conv_out_size(w, kw, sw, pw)
+
+
+def _check(input, weight, bias, stride, padding):
+    check_float_array("conv2d: input", input, 4, what="(N, C, H, W)")
+    check_float_array("conv2d: weight", weight, 4, what="(O, C, kh, kw)")
+    check_same_dtype("conv2d: input", input, "conv2d: weight", weight)
+    if input.shape[1] != weight.shape[1]:
+        raise ValueError(
+            f"conv2d: input has {input.shape[1]} channels (shape {shape_str(input.shape)}) but the "
+            f"weight of shape {shape_str(weight.shape)} expects {weight.shape[1]}"
+        )
+    check_bias("conv2d", bias, weight)
+    stride, padding = pair(stride, "conv2d: stride"), pair(padding, "conv2d: padding")
+    if min(stride) < 1:
+        raise ValueError(f"conv2d: stride must be positive, got {stride}")
+    if min(padding) < 0:
+        raise ValueError(f"conv2d: padding must be non-negative, got {padding}")
+    shape = conv2d_output_shape(tuple(input.shape), tuple(weight.shape), stride, padding)
+    return stride, padding, shape
+
+
+def conv2d(input, weight, bias=None, stride=1, padding=0, *, backend=None,
+           return_cols=False, cols_out=None):
+    """Convolution of NCHW ``input`` with ``weight``, like ``torch.nn.functional.conv2d``.
+
+    input (N, C, H, W), weight (O, C, kh, kw), bias (O,) or None; stride and
+    padding an int or a pair -> (N, O, H_out, W_out), the input's dtype.
+    ``return_cols``: also return the column matrix (for ``conv2d_backward``'s
+    ``cols``); ``cols_out``: a (C*kh*kw, N*H_out*W_out) buffer of the input's
+    dtype (and device) to write it into, used when its shape fits.
+    Equations in the module docstring.
+    """
+    (sh, sw), (ph, pw), (n, o, h_out, w_out) = _check(input, weight, bias, stride, padding)
+    kh, kw = weight.shape[2:]
+    backend = dispatch("conv2d", backend, input, weight, bias)
+    if backend == "cuda":
+        y, cols, back = _conv2d_cuda(input, weight, bias, sh, sw, ph, pw, (n, o, h_out, w_out),
+                                     cols_out)
+        if back:  # host arrays in: host arrays out
+            y, cols = results_for(True, y, cols if return_cols else None)
+    else:
+        w2 = weight.reshape(o, -1)  # (O, C*kh*kw), a view
+        if backend == "numpy":
+            cols = _k.im2col_numpy(input, kh, kw, sh, sw, ph, pw)
+            y = _k.cols_to_nchw_numpy(w2 @ cols, bias, n)
+        else:
+            x = np.ascontiguousarray(input)
+            shape = (x.shape[1] * kh * kw, n * h_out * w_out)
+            if cols_out is None or cols_out.shape != shape or cols_out.dtype != x.dtype:
+                cols_out = np.empty(shape, dtype=x.dtype)
+            cols = _k.im2col(x, kh, kw, sh, sw, ph, pw, out=cols_out)
+            y = _k.cols_to_nchw(w2 @ cols, bias, n)  # (O, N*L) -> (N, O, L), + bias
+        y = y.reshape(n, o, h_out, w_out)
+    return (y, cols) if return_cols else y
+
+
+def conv2d_backward(grad_output, input, weight, bias=None, stride=1, padding=0, *, backend=None,
+                    cols=None):
+    """(dL/dinput, dL/dweight, dL/dbias) for ``conv2d(input, weight, bias, stride, padding)``;
+    dL/dbias is None when bias is None.
+
+    grad_output (N, O, H_out, W_out) -> shapes of input, weight, bias.
+    ``cols``: the column matrix ``conv2d(..., return_cols=True)`` returned
+    for this input, reused and possibly overwritten (saved state, for speed); None
+    recomputes it. Equations in the module docstring.
+    """
+    (sh, sw), (ph, pw), want = _check(input, weight, bias, stride, padding)
+    grad_output = upstream_grad("conv2d_backward", grad_output, want, input.dtype)
+    n, o, h_out, w_out = want
+    kh, kw = weight.shape[2:]
+    backend = dispatch("conv2d_backward", backend, grad_output, input, weight, bias)
+    if backend == "cuda":
+        return _conv2d_backward_cuda(grad_output, input, weight, bias, sh, sw, ph, pw, want, cols)
+    numpy = backend == "numpy"
+    if cols is None:
+        cols = (_k.im2col_numpy(input, kh, kw, sh, sw, ph, pw) if numpy
+                else _k.im2col(np.ascontiguousarray(input), kh, kw, sh, sw, ph, pw))
+    w2 = weight.reshape(o, -1)
+    g3 = np.ascontiguousarray(grad_output).reshape(n, o, h_out * w_out)
+    # G: dL/dy as (O, N*L), the layout of Y = W2 @ cols
+    g = _k.nchw_to_cols_numpy(g3) if numpy else _k.nchw_to_cols(g3)
+    # dL/dW2 = G cols^T, computed as (cols G^T)^T: the same sums, but with the
+    # long (C*kh*kw)-row side first OpenBLAS splits the work evenly over its threads
+    grad_weight = (cols @ g.T).T.reshape(weight.shape)
+    grad_bias = None if bias is None else g.sum(axis=1)  # dL/db[o] = sum over n, oy, ox
+    # dL/dcols = W2^T G, written over cols (no longer needed)
+    grad_cols = np.matmul(w2.T, g, out=cols)
+    x_shape = tuple(input.shape)
+    grad_input = (_k.col2im_numpy(grad_cols, x_shape, kh, kw, sh, sw, ph, pw) if numpy
+                  else _k.col2im(grad_cols, x_shape, kh, kw, sh, sw, ph, pw))
+    return grad_input, grad_weight, grad_bias
+
+
+# -- cuda: the same steps on the device ------------------------------------------------
+
+def _conv2d_cuda(input, weight, bias, sh, sw, ph, pw, out_shape, cols_out):
+    from npstn.kernels.cuda import im2col as _kc
+    from npstn.kernels.cuda import matmul
+
+    (x, w, b), back = device_args(input, weight, bias)
+    if not x.is_c_contiguous():
+        raise ValueError(f"conv2d: device input of shape {shape_str(x.shape)} must be C-contiguous")
+    n, o, h_out, w_out = out_shape
+    kh, kw = w.shape[2:]
+    w2 = w.reshape(o, int(w.size) // o)  # (O, C*kh*kw), a view
+    cols = _kc.im2col(x, kh, kw, sh, sw, ph, pw, out=None if back else cols_out)
+    y = _kc.cols_to_nchw(matmul.gemm(w2, cols), b, n).reshape(n, o, h_out, w_out)
+    return y, cols, back
+
+
+def _conv2d_backward_cuda(grad_output, input, weight, bias, sh, sw, ph, pw, out_shape, cols):
+    from npstn.kernels.cuda import im2col as _kc
+    from npstn.kernels.cuda import matmul
+
+    (g4, x, w, b, cols), back = device_args(grad_output, input, weight, bias, cols)
+    n, o, h_out, w_out = out_shape
+    kh, kw = w.shape[2:]
+    if cols is None:
+        if not x.is_c_contiguous():
+            raise ValueError(f"conv2d_backward: device input of shape {shape_str(x.shape)} "
+                             "must be C-contiguous")
+        cols = _kc.im2col(x, kh, kw, sh, sw, ph, pw)
+    w2 = w.reshape(o, int(w.size) // o)
+    g = _kc.nchw_to_cols(g4.reshape(n, o, h_out * w_out))  # (O, N*L)
+    grad_weight = matmul.gemm(g, cols, trans_b=True).reshape(*w.shape)  # G cols^T
+    grad_bias = None if b is None else matmul.sum_axis(g, 1)  # sum over n, oy, ox
+    grad_cols = matmul.gemm(w2, g, trans_a=True, out=cols)  # W2^T G over the cols
+    grad_input = _kc.col2im(grad_cols, tuple(x.shape), kh, kw, sh, sw, ph, pw)
+    return results_for(back, grad_input, grad_weight, grad_bias)
