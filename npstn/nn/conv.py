@@ -34,7 +34,7 @@ from __future__ import annotations
 import numpy as np
 
 from npstn._backend import resolve_backend
-from npstn._checks import check_float_array, check_same_dtype, pair, shape_str
+from npstn._checks import check_bool, check_float_array, check_same_dtype, pair, shape_str
 from npstn._device import check_module_device, device_grad, is_device_array
 from npstn.kernels.cpu import im2col as _k
 from npstn.nn.init import get_rng, uniform_fan_in
@@ -107,6 +107,7 @@ class Conv2d(Module):
         self.kernel_size = pair(kernel_size, "Conv2d: kernel_size")
         self.stride = pair(stride, "Conv2d: stride")
         self.padding = pair(padding, "Conv2d: padding")
+        check_bool("Conv2d: bias", bias)
         if min(self.kernel_size) < 1:
             raise ValueError(f"Conv2d: kernel_size must be positive, got {self.kernel_size}")
         if min(self.stride) < 1:

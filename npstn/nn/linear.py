@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from npstn._checks import check_float_array, check_same_dtype, shape_str
+from npstn._checks import check_bool, check_float_array, check_same_dtype, shape_str
 from npstn._device import check_module_device, device_grad, is_device_array
 from npstn.nn import init
 from npstn.nn.module import Module, Parameter
@@ -68,6 +68,7 @@ class Linear(Module):
         super().__init__()
         self.in_features = _positive_int(in_features, "in_features")
         self.out_features = _positive_int(out_features, "out_features")
+        check_bool("Linear: bias", bias)
         rng = init.get_rng(rng)
         self.weight = Parameter(init.uniform_fan_in(
             (self.out_features, self.in_features), self.in_features, rng, dtype))
