@@ -270,13 +270,13 @@ def parse_args(argv, prog=SCRIPT):
     args.transforms = _csv(args.transforms)
     bad = [b for b in args.backends if b not in ("numpy", "cpu", "cuda")]
     if bad:
-        p.error(f"unknown backend(s) {', '.join(bad)}; choose from numpy, cpu, cuda")
+        p.error(f"--backends: unknown backend(s) {', '.join(bad)}; choose from numpy, cpu, cuda")
     bad = [m for m in args.models if m not in MODELS]
     if bad:
-        p.error(f"unknown model(s) {', '.join(bad)}; choose from {', '.join(MODELS)}")
+        p.error(f"--models: unknown model(s) {', '.join(bad)}; choose from {', '.join(MODELS)}")
     bad = [t for t in args.transforms if t not in TRANSFORM_NAMES]
     if bad:
-        p.error(f"unknown transform(s) {', '.join(bad)}; choose from {', '.join(TRANSFORM_NAMES)}")
+        p.error(f"--transforms: unknown transform(s) {', '.join(bad)}; choose from {', '.join(TRANSFORM_NAMES)}")
     if not args.models:
         p.error("--models is empty")
     if any(m.startswith("st-") for m in args.models) and not args.transforms:
