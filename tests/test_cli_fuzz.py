@@ -168,9 +168,9 @@ def test_out_pointing_at_or_inside_a_file(cmd, where, afile, run, capsys):
 
 @pytest.mark.parametrize("cmd", [["train", *TRAIN, "--out", "OUT"], ["eval", "RUN"], ["quickstart"], ["data"],
                                  ["sweep", "--out", "OUT"], ["bench", "train"]])
-@pytest.mark.parametrize("what", ["missing", "file"])
+@pytest.mark.parametrize("what", ["missing", "file", "empty"])
 def test_data_dir_that_is_not_a_folder(cmd, what, afile, run, tmp_path, capsys):
-    d = tmp_path / "no-such-dir" if what == "missing" else afile
+    d = {"missing": tmp_path / "no-such-dir", "file": afile, "empty": ""}[what]
     argv = [run if a == "RUN" else tmp_path / "o" if a == "OUT" else a for a in cmd]
     refused(argv + ["--data-dir", d], capsys, names=["--data-dir"])
 

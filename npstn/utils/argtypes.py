@@ -174,6 +174,8 @@ def output_file(text) -> str:
 
 def input_folder(text) -> str:
     """An existing, readable folder."""
+    if not str(text).strip() or "\0" in str(text):
+        raise argparse.ArgumentTypeError(f"must be a path, got {text!r}")
     path = Path(text).expanduser()
     if not path.is_dir():
         what = "does not exist" if not path.exists() else "is not a folder"
@@ -185,6 +187,8 @@ def input_folder(text) -> str:
 
 def input_file(text) -> str:
     """An existing, readable file."""
+    if not str(text).strip() or "\0" in str(text):
+        raise argparse.ArgumentTypeError(f"must be a path, got {text!r}")
     path = Path(text).expanduser()
     if not path.is_file():
         what = "does not exist" if not path.exists() else "is not a file"
@@ -196,6 +200,8 @@ def input_file(text) -> str:
 
 def run_folder(text) -> str:
     """The folder of a training run: it exists and holds ``config.json``."""
+    if not str(text).strip() or "\0" in str(text):
+        raise argparse.ArgumentTypeError(f"must be a path, got {text!r}")
     path = Path(text).expanduser()
     if not path.is_dir():
         what = "does not exist" if not path.exists() else "is a file, not a folder"
