@@ -52,3 +52,26 @@ def pair(value, name: str) -> tuple[int, int]:
     ):
         return int(value[0]), int(value[1])
     raise TypeError(f"{name} must be an int or a pair of ints, got {value!r}")
+
+
+#: The most sampling-grid points (N * H_out * W_out) a grid generator allocates.
+MAX_GRID_POINTS = 2**31
+
+
+def check_bool(name: str, value) -> None:
+    """TypeError unless ``value`` is a bool (or NumPy bool): a string such as "False" is truthy,
+    and an int is a likely slip for another argument, so neither is reinterpreted."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be a bool (True or False), got {value!r}")
+
+
+def check_grid_points(size, name: str = "size") -> None:
+    """ValueError when ``size = (N, C, *spatial)`` asks for more than :data:`MAX_GRID_POINTS` points."""
+    points = 1
+    for s in (size[0], *size[2:]):
+        points *= int(s)
+    if points > MAX_GRID_POINTS:
+        raise ValueError(
+            f"{name} = {tuple(int(s) for s in size)} asks for {points:,} grid points "
+            f"(N x spatial sizes), more than npstn allocates ({MAX_GRID_POINTS:,}); use smaller sizes"
+        )

@@ -3,10 +3,22 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
 import npstn
+from npstn.utils import argtypes as A
+
+#: Limits that stop absurd sizes before anything is allocated.
+MAX_STEPS = 100_000_000
+MAX_BATCH = 16_384
+MAX_THREADS = 1024
+MAX_SEEDS = 1000
+MAX_JOBS = 256
+MAX_VIZ = 100
+#: Largest model `npstn train` builds (the paper's are ~0.1-0.5 M parameters).
+MAX_PARAMETERS = 50_000_000
 
 
 def _cmd_demo(args) -> int:
@@ -35,7 +47,7 @@ def _apply_threads(args, command: str) -> None:
 
 
 def _threads_option(p) -> None:
-    p.add_argument("--threads", type=int, default=None, metavar="N",
+    p.add_argument("--threads", type=A.positive_int(MAX_THREADS), default=None, metavar="N",
                    help="threads for Numba's kernels and NumPy's BLAS (default: all cores; on a busy "
                    "machine 1 is often much faster)")
 
@@ -73,38 +85,32 @@ def _given(args, fields) -> dict:
     return {f: getattr(args, f) for f in fields if getattr(args, f, None) is not None}
 
 
-def _fractions(text: str) -> tuple:
-    """'0.333,0.667' -> (0.333, 0.667); 'none' -> ()."""
-    if text.strip().lower() in ("none", ""):
-        return ()
-    try:
-        return tuple(float(t) for t in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated fractions like 0.333,0.667 or 'none', got {text!r}")
-
-
 def _add_training_options(p, sweep: bool = False) -> None:
     """Options shared by `train` and `sweep`; every default is None = TrainConfig's default."""
     from npstn.train import DEFAULT_LOC_LR_MULT, DEFAULT_MOMENTUM
 
-    p.add_argument("--steps", type=int, help="training steps (default: the paper's 150000)")
-    p.add_argument("--batch-size", type=int, help="batch size (default 256)")
-    p.add_argument("--lr", type=float, help="base learning rate (default 0.01; /10 at 1/3 and 2/3 of the run)")
-    p.add_argument("--lr-drops", type=_fractions, metavar="F1,F2|none",
+    p.add_argument("--steps", type=A.positive_int(MAX_STEPS), help="training steps (default: the paper's 150000)")
+    p.add_argument("--batch-size", type=A.positive_int(MAX_BATCH), help="batch size (default 256)")
+    p.add_argument("--lr", type=A.nonnegative_float,
+                   help="base learning rate (default 0.01; /10 at 1/3 and 2/3 of the run)")
+    p.add_argument("--lr-drops", type=A.fraction_list, metavar="F1,F2|none",
                    help="fractions of the run after which the rate drops 10x (default 0.333,0.667; "
                    "'none' keeps it constant)")
-    p.add_argument("--momentum", type=float, help=f"SGD momentum (default {DEFAULT_MOMENTUM})")
-    p.add_argument("--loc-lr-mult", type=float,
+    p.add_argument("--momentum", type=A.nonnegative_float, help=f"SGD momentum (default {DEFAULT_MOMENTUM})")
+    p.add_argument("--loc-lr-mult", type=A.nonnegative_float,
                    help=f"learning-rate multiplier of the localisation network (default {DEFAULT_LOC_LR_MULT})")
-    p.add_argument("--weight-decay", type=float, help="L2 weight decay (default 0, as in the paper)")
-    p.add_argument("--eval-every", type=int, help="evaluate on the test set every K steps (default steps/10)")
-    p.add_argument("--checkpoint-every", type=int, help="checkpoint every K steps (default min(1000, steps/10))")
+    p.add_argument("--weight-decay", type=A.nonnegative_float, help="L2 weight decay (default 0, as in the paper)")
+    p.add_argument("--eval-every", type=A.positive_int(MAX_STEPS),
+                   help="evaluate on the test set every K steps (default steps/10)")
+    p.add_argument("--checkpoint-every", type=A.positive_int(MAX_STEPS),
+                   help="checkpoint every K steps (default min(1000, steps/10))")
     p.add_argument("--input-norm", choices=["none", "standardize"],
                    help="pixels in [0, 1] as they are (default) or standardised by the training mean and std")
     p.add_argument("--train-set", choices=["fresh", "fixed"],
                    help="fresh distortions every step (default) or one fixed distorted copy of the 60k digits")
     p.add_argument("--backend", choices=list(npstn.BACKENDS), help="compute backend (default: NPSTN_BACKEND or cpu)")
-    p.add_argument("--data-dir", help="folder with the MNIST IDX files (default: NPSTN_DATA_DIR, cache, download)")
+    p.add_argument("--data-dir", type=A.input_folder,
+                   help="folder with the MNIST IDX files (default: NPSTN_DATA_DIR, cache, download)")
 
 
 def _run_dir_default(config) -> str:
@@ -113,51 +119,57 @@ def _run_dir_default(config) -> str:
     return str(run_folder("runs", config))
 
 
+def _check_model_size(config, prog: str) -> None:
+    """Refuse a model too large to build (``--width``) before anything is allocated."""
+    from npstn.models import model_spec
+
+    spec = model_spec(config.model, config.transform, config.distortion, width=config.width)
+    if spec.params > MAX_PARAMETERS:
+        raise ValueError(f"--width {config.width} gives {config.describe()} {spec.params:,} parameters, "
+                         f"more than npstn trains ({MAX_PARAMETERS:,}); use a smaller --width")
+
+
 def _cmd_train(args) -> int:
     import dataclasses
 
-    from npstn.data import MNISTError
-    from npstn.train import CONFIG, TrainConfig, TrainingDiverged, train
+    from npstn.train import TrainConfig, TrainingDiverged, _stored_config, train
 
-    _apply_threads(args, "train")
     given = _given(args, _TRAIN_FIELDS)
     try:
         config = TrainConfig.from_dict(given)
         out = Path(args.out) if args.out else Path(_run_dir_default(config))
-        if args.resume and (out / CONFIG).is_file():
+        if args.resume and (out / "config.json").is_file():
             # continue the run with the settings it was started with; options given here override
-            fields = json.loads((out / CONFIG).read_text())
+            fields = _stored_config(out)
             fields.update(given)
             config = TrainConfig.from_dict(fields)
         config = dataclasses.replace(config, out=str(out))
+        _check_model_size(config, "npstn train")
     except (TypeError, ValueError, OSError) as exc:
-        print(f"npstn train: {exc}", file=sys.stderr)
-        return 2
+        return A.fail("npstn train", exc)
+    if not args.out:  # the default folder must be usable too
+        try:
+            A.output_folder(str(out))
+        except argparse.ArgumentTypeError as exc:
+            return A.fail("npstn train", f"--out (default {out}) {exc}")
+    _apply_threads(args, "train")
     try:
         m = train(config, resume=args.resume, progress=not args.quiet)
     except TrainingDiverged as exc:
         print(f"npstn train: {exc}", file=sys.stderr)
         return 3
-    except (FileExistsError, MNISTError, ValueError) as exc:
-        print(f"npstn train: {exc}", file=sys.stderr)
-        return 2
     print(f"test error {m['test_error_percent']:.2f}%  ({m['steps']} steps, {m['wall_seconds']:.1f} s, "
           f"{m['parameters']:,} parameters)  metrics: {config.out}/metrics.json")
     return 0
 
 
 def _cmd_eval(args) -> int:
-    from npstn.data import MNISTError
     from npstn.train import evaluate, load_run, load_test_set, run_input_norm, standardize
     from npstn.utils.io import atomic_write_json
 
-    try:
-        model, config = load_run(args.run_dir, weights="checkpoint" if args.checkpoint else "final")
-        x, y = load_test_set(config.distortion, args.data_dir or config.data_dir)
-        x = standardize(x, run_input_norm(args.run_dir))
-    except (FileNotFoundError, MNISTError, ValueError) as exc:
-        print(f"npstn eval: {exc}", file=sys.stderr)
-        return 2
+    model, config = load_run(args.run_dir, weights="checkpoint" if args.checkpoint else "final")
+    x, y = load_test_set(config.distortion, args.data_dir or config.data_dir)
+    x = standardize(x, run_input_norm(args.run_dir))
     err = evaluate(model, x, y, args.batch_size)
     result = {"test_error_percent": err, "test_images": int(len(y)),
               "weights": "checkpoint" if args.checkpoint else "final", "run": str(args.run_dir)}
@@ -167,15 +179,9 @@ def _cmd_eval(args) -> int:
 
 
 def _cmd_viz(args) -> int:
-    from npstn.data import MNISTError
     from npstn.viz import viz_run
 
-    try:
-        paths = viz_run(args.run_dir, n=args.n, out=args.out)
-    except (FileNotFoundError, MNISTError, ValueError) as exc:
-        print(f"npstn viz: {exc}", file=sys.stderr)
-        return 2
-    for p in paths:
+    for p in viz_run(args.run_dir, n=args.n, out=args.out):
         print(p)
     return 0
 
@@ -193,28 +199,50 @@ def _split(text) -> list[str]:
     return [t.strip().lower() for t in str(text).split(",") if t.strip()]
 
 
+def _choices(option: str, values: list[str], allowed) -> list[str]:
+    """Check a comma list of names (``--models fcn,st-fcn``) against ``allowed``."""
+    bad = [v for v in values if v not in allowed]
+    if not values or bad:
+        raise ValueError(f"{option} must be a comma list of {', '.join(allowed)}, got "
+                         f"{','.join(values) or 'nothing'!r}" + (f" ({', '.join(map(repr, bad))} unknown)" if bad else ""))
+    return values
+
+
 def _sweep(args, models, transforms, distortions) -> int:
+    from npstn.models import INPUT_SIZES, MODELS, TRANSFORM_NAMES
     from npstn.train import TrainConfig, run_sweep, sweep_configs
 
+    prog = f"npstn {args.command}"
+    try:
+        _choices("--models", models, MODELS)
+        _choices("--transforms", transforms, TRANSFORM_NAMES)
+        _choices("--distortions", distortions, list(INPUT_SIZES))
+    except ValueError as exc:
+        return A.fail(prog, exc)
     common = _given(args, _COMMON_FIELDS)
     seeds = range(args.seed_start, args.seed_start + args.seeds)
     try:
         configs = sweep_configs(args.out, models, transforms, distortions, seeds, **common)
         if getattr(args, "grid", None):
-            extra = json.loads(Path(args.grid).read_text())
-            if not isinstance(extra, list):
+            try:
+                extra = json.loads(Path(args.grid).read_text())
+            except ValueError as exc:
+                raise ValueError(f"--grid {args.grid}: not valid JSON ({exc})") from None
+            if not isinstance(extra, list) or not all(isinstance(i, dict) for i in extra):
                 raise ValueError(f"--grid {args.grid}: expected a JSON list of config objects")
             from npstn.train import run_folder
 
             configs = []
-            for item in extra:
-                c = TrainConfig.from_dict({**common, **item})
+            for k, item in enumerate(extra):
+                try:
+                    c = TrainConfig.from_dict({**common, **item})
+                except (TypeError, ValueError) as exc:
+                    raise ValueError(f"--grid {args.grid}: item {k}: {exc}") from None
                 if "out" not in item:
                     c.out = str(run_folder(args.out, c))
                 configs.append(c)
     except (TypeError, ValueError, OSError) as exc:
-        print(f"npstn sweep: {exc}", file=sys.stderr)
-        return 2
+        return A.fail(prog, exc)
     if args.jobs <= 1 and not args.dask:  # runs in this process; a pool's workers get cores // jobs each
         _apply_threads(args, "sweep")
     print(f"npstn sweep: {len(configs)} runs into {args.out}/ "
@@ -222,8 +250,7 @@ def _sweep(args, models, transforms, distortions) -> int:
     try:
         results = run_sweep(configs, args.out, jobs=args.jobs, dask_address=args.dask)
     except RuntimeError as exc:
-        print(f"npstn sweep: {exc}", file=sys.stderr)
-        return 2
+        return A.fail(prog, exc)
     print((Path(args.out) / "results.md").read_text())
     bad = [r for r in results if r["status"] not in ("finished", "skipped")]
     return 1 if bad else 0
@@ -243,24 +270,27 @@ def _cmd_reproduce(args) -> int:
 def _cmd_bench(args) -> int:
     from npstn.bench import main as bench_main
 
-    return bench_main([args.benchmark, *args.options])
+    try:
+        return bench_main([args.benchmark, *args.options])
+    except SystemExit as exc:  # a benchmark's option error (one line, already printed) or --help
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
 
 
 def _add_sweep_options(p, seeds: int = 1) -> None:
-    p.add_argument("--seeds", type=int, default=seeds,
+    p.add_argument("--seeds", type=A.positive_int(MAX_SEEDS), default=seeds,
                    help=f"runs per cell, seeds SEED_START, SEED_START+1, ... (default {seeds})")
-    p.add_argument("--seed-start", type=int, default=0)
-    p.add_argument("--jobs", type=int, default=1, help="parallel runs in the local process pool (default 1)")
+    p.add_argument("--seed-start", type=A.seed, default=0)
+    p.add_argument("--jobs", type=A.positive_int(MAX_JOBS), default=1, help="parallel runs in the local process pool (default 1)")
     p.add_argument("--dask", metavar="ADDRESS", default=None,
                    help="run the jobs on a dask.distributed scheduler (e.g. tcp://host:8786) instead")
-    p.add_argument("--threads", type=int, default=None, metavar="N",
+    p.add_argument("--threads", type=A.positive_int(MAX_THREADS), default=None, metavar="N",
                    help="with --jobs 1: threads for Numba and BLAS (default all cores); a process "
                    "pool gives each worker cores // jobs")
     _add_training_options(p, sweep=True)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = A.Parser(
         prog="npstn",
         description="Spatial Transformer Networks from scratch in NumPy and Numba.",
     )
@@ -268,25 +298,25 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
     d = sub.add_parser("demo", help="train a small MLP with the hand-written layers (a quick smoke run)")
-    d.add_argument("--steps", type=int, default=1500)
-    d.add_argument("--seed", type=int, default=0)
-    d.add_argument("--out", default="runs/demo", help="folder for model.npz and demo.png")
+    d.add_argument("--steps", type=A.positive_int(MAX_STEPS), default=1500)
+    d.add_argument("--seed", type=A.seed, default=0)
+    d.add_argument("--out", type=A.output_folder, default="runs/demo", help="folder for model.npz and demo.png")
     d.add_argument("--no-plot", action="store_true")
     d.add_argument("--quiet", action="store_true", help="no progress bar")
     d.set_defaults(func=_cmd_demo)
 
     q = sub.add_parser("quickstart", help="the Quickstart's main job: ST-FCN vs FCN on RTS-distorted "
                        "MNIST, a few minutes on a laptop, with pictures")
-    q.add_argument("--steps", type=int, default=1500)
-    q.add_argument("--seed", type=int, default=0)
-    q.add_argument("--out", default="runs/quickstart")
-    q.add_argument("--data-dir", default=None, help="folder with the MNIST IDX files")
+    q.add_argument("--steps", type=A.positive_int(MAX_STEPS), default=1500)
+    q.add_argument("--seed", type=A.seed, default=0)
+    q.add_argument("--out", type=A.output_folder, default="runs/quickstart")
+    q.add_argument("--data-dir", type=A.input_folder, default=None, help="folder with the MNIST IDX files")
     q.add_argument("--quiet", action="store_true", help="no progress bars")
     _threads_option(q)
     q.set_defaults(func=_cmd_quickstart)
 
     g = sub.add_parser("data", help="find or fetch MNIST, verify it, and print where it lives")
-    g.add_argument("--data-dir", default=None, help="folder with the four MNIST IDX files")
+    g.add_argument("--data-dir", type=A.input_folder, default=None, help="folder with the four MNIST IDX files")
     g.set_defaults(func=_cmd_data)
 
     t = sub.add_parser("train", help="train FCN / CNN / ST-FCN / ST-CNN on distorted MNIST",
@@ -296,29 +326,30 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--transform", choices=["affine", "projective", "tps", "attention"],
                    help="the ST's transform (default affine)")
     t.add_argument("--distortion", choices=["r", "rts", "p", "e", "tc"], help="(default rts)")
-    t.add_argument("--seed", type=int, help="seed of the weights and the data stream (default 0)")
-    t.add_argument("--out", help="run folder (default runs/<distortion>/<model>[-<transform>]/seed<S>)")
+    t.add_argument("--seed", type=A.seed, help="seed of the weights and the data stream (default 0)")
+    t.add_argument("--out", type=A.output_folder, help="run folder (default runs/<distortion>/<model>[-<transform>]/seed<S>)")
     t.add_argument("--resume", action="store_true",
                    help="continue the run in --out from its checkpoint (exactly as if never interrupted)")
-    t.add_argument("--width", type=int, help="classifier width override (default: parameter-matched)")
-    t.add_argument("--log-every", type=int, help="CSV row every K steps (default min(100, steps/100))")
-    t.add_argument("--max-loss", type=float, help="stop as diverged above this loss (default 100)")
+    t.add_argument("--width", type=A.positive_int(1_000_000), help="classifier width override (default: parameter-matched)")
+    t.add_argument("--log-every", type=A.positive_int(MAX_STEPS), help="CSV row every K steps (default min(100, steps/100))")
+    t.add_argument("--max-loss", type=A.positive_float, help="stop as diverged above this loss (default 100)")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     _threads_option(t)
     _add_training_options(t)
     t.set_defaults(func=_cmd_train)
 
     e = sub.add_parser("eval", help="test error of a trained run")
-    e.add_argument("run_dir")
+    e.add_argument("run_dir", type=A.run_folder)
     e.add_argument("--checkpoint", action="store_true", help="use the checkpoint's weights, not model.npz")
-    e.add_argument("--batch-size", type=int, default=250, help="test images per forward pass")
-    e.add_argument("--data-dir", default=None)
+    e.add_argument("--batch-size", type=A.positive_int(MAX_BATCH), default=250, help="test images per forward pass")
+    e.add_argument("--data-dir", type=A.input_folder, default=None)
     e.set_defaults(func=_cmd_eval)
 
     v = sub.add_parser("viz", help="PNGs of a run: input, sampling grid, output; learning curves")
-    v.add_argument("run_dir")
-    v.add_argument("--n", type=int, default=12, help="test digits to draw (default 12)")
-    v.add_argument("--out", default=None, help="folder for the PNGs (default RUN_DIR/viz)")
+    v.add_argument("run_dir", type=A.run_folder)
+    v.add_argument("--n", type=A.positive_int(MAX_VIZ), default=12,
+                   help=f"test digits to draw (default 12, at most {MAX_VIZ})")
+    v.add_argument("--out", type=A.output_folder, default=None, help="folder for the PNGs (default RUN_DIR/viz)")
     v.set_defaults(func=_cmd_viz)
 
     pp = sub.add_parser("params", help="print the parameter-count table of the models")
@@ -333,8 +364,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--models", default="fcn,st-fcn", help="comma list (default fcn,st-fcn)")
     s.add_argument("--transforms", default="affine", help="comma list for ST models (default affine)")
     s.add_argument("--distortions", default="rts", help="comma list (default rts)")
-    s.add_argument("--grid", default=None, help="JSON file: a list of config objects to run instead of the grid")
-    s.add_argument("--out", default="runs/sweep")
+    s.add_argument("--grid", type=A.input_file, default=None, help="JSON file: a list of config objects to run instead of the grid")
+    s.add_argument("--out", type=A.output_folder, default="runs/sweep")
     _add_sweep_options(s)
     s.set_defaults(func=_cmd_sweep)
 
@@ -345,7 +376,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("table", choices=["table1"])
     r.add_argument("--transforms", default="affine,projective,tps")
     r.add_argument("--distortions", default="r,rts,p,e")
-    r.add_argument("--out", default="runs/table1")
+    r.add_argument("--out", type=A.output_folder, default="runs/table1")
     _add_sweep_options(r, seeds=3)  # the paper reports means of 3 runs
     r.set_defaults(func=_cmd_reproduce)
 
@@ -359,17 +390,54 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _user_error(exc) -> bool:
+    """Errors caused by what the user typed or handed in (files, folders, settings), not by npstn."""
+    from npstn.utils.runfolder import RunFolderError
+
+    if isinstance(exc, (RunFolderError, FileExistsError, FileNotFoundError, PermissionError,
+                        IsADirectoryError, NotADirectoryError, ValueError, MemoryError)):
+        return True
+    mnist = sys.modules.get("npstn.data.mnist")
+    return mnist is not None and isinstance(exc, mnist.MNISTError)
+
+
 def main(argv=None) -> int:
+    """The ``npstn`` command; returns its exit status.
+
+    0 success; 1 a sweep with failed runs, or an internal error (one line;
+    ``NPSTN_DEBUG=1`` shows the traceback); 2 a user error: a bad argument,
+    a file or folder that cannot be used, missing MNIST (one line naming the
+    argument or the file; MNIST's message adds where to put the files);
+    3 a diverged run; 130 interrupted.
+    """
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse: --help, --version, or a one-line error
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
+    prog = f"npstn {args.command}"
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
-        print("npstn: interrupted", file=sys.stderr)
+        print(f"{prog}: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:
+        if os.environ.get("NPSTN_DEBUG"):
+            raise
+        if isinstance(exc, MemoryError):
+            return A.fail(prog, "out of memory; use smaller sizes (--batch-size, --width, --n)")
+        mnist = sys.modules.get("npstn.data.mnist")
+        if mnist is not None and isinstance(exc, mnist.MNISTError):  # keeps its instructions
+            print(f"{prog}: {exc}", file=sys.stderr)
+            return 2
+        if _user_error(exc) or isinstance(exc, OSError):
+            return A.fail(prog, exc)
+        print(f"{prog}: internal error ({type(exc).__name__}: {A.one_line(exc)}); rerun with "
+              "NPSTN_DEBUG=1 for the traceback, and please report it", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

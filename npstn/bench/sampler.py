@@ -62,6 +62,7 @@ import argparse
 import os
 import sys
 
+from npstn.utils import argtypes as A
 from npstn.bench.common import (  # noqa: F401  (re-exported: the script's old names)
     cpu_model,
     cuda_unavailable,
@@ -205,7 +206,7 @@ def check_agreement(ours, theirs, what, tol=1e-4):
 # ----------------------------------------------------------------------------
 
 def parse_args(argv, prog=SCRIPT):
-    p = argparse.ArgumentParser(
+    p = A.Parser(
         prog=prog,
         description="Time affine_grid + bilinear grid_sample (forward and forward+backward) per "
                     "backend, interleaved with PyTorch when it is installed.")
@@ -214,17 +215,26 @@ def parse_args(argv, prog=SCRIPT):
                         "small shapes, cuda only on a real GPU)")
     p.add_argument("--shapes", default=None,
                    help="comma-separated indices into the shape list (0-4), default all")
-    p.add_argument("--repeats", type=int, default=40, help="timed rounds per shape (default 40)")
-    p.add_argument("--warmup", type=int, default=3, help="untimed rounds first (default 3)")
+    p.add_argument("--repeats", type=A.positive_int(100_000), default=40, help="timed rounds per shape (default 40)")
+    p.add_argument("--warmup", type=A.nonnegative_int(100_000), default=3, help="untimed rounds first (default 3)")
     p.add_argument("--no-torch", action="store_true", help="do not measure PyTorch")
     p.add_argument("--omp-wait-policy", choices=["passive", "active", "unset"], default="passive",
                    help="OMP_WAIT_POLICY for Numba's and PyTorch's OpenMP pools (default passive; "
                         "'unset' leaves the environment alone)")
-    p.add_argument("--json", default=None, metavar="PATH",
+    p.add_argument("--json", type=A.output_file, default=None, metavar="PATH",
                    help="where to write the JSON ('-' for stdout; default "
                         "benchmarks/results/bench_sampler-<host>.json in a checkout, else "
                         "./bench_sampler-<host>.json)")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    bad = [b for b in args.backends.split(",") if b.strip() and b.strip() not in ("numpy", "cpu", "cuda")]
+    if bad or not args.backends.strip(","):
+        p.error(f"argument --backends: must be a comma list of numpy, cpu, cuda, got {args.backends!r}")
+    if args.shapes is not None:
+        ids = [t.strip() for t in args.shapes.split(",")]
+        if not ids or not all(t.isdigit() and int(t) < len(SHAPES) for t in ids):
+            p.error(f"argument --shapes: must be a comma list of shape indices 0-{len(SHAPES) - 1}, "
+                    f"got {args.shapes!r}")
+    return args
 
 
 def main(argv=None, *, prog: str = SCRIPT) -> int:

@@ -55,6 +55,7 @@ import os
 import sys
 import time
 
+from npstn.utils import argtypes as A
 from npstn.bench.common import (
     blas_threads,
     cuda_unavailable,
@@ -224,7 +225,7 @@ def _csv(text) -> list[str]:
 
 
 def parse_args(argv, prog=SCRIPT):
-    p = argparse.ArgumentParser(
+    p = A.Parser(
         prog=prog,
         description="Time one training step (forward, backward, SGD momentum update) of FCN, CNN, "
                     "ST-FCN and ST-CNN on distorted MNIST, per backend, interleaved with the same "
@@ -239,27 +240,27 @@ def parse_args(argv, prog=SCRIPT):
                         "projective, attention)")
     p.add_argument("--distortion", default="rts", choices=list(DISTORTIONS),
                    help="distorted-MNIST variant: input size and the ST's 2x2 pool (default rts, 42x42)")
-    p.add_argument("--batch-size", type=int, default=256, help="batch size (default 256, the paper's)")
-    p.add_argument("--repeats", type=int, default=30, help="timed rounds (default 30; medians are reported)")
-    p.add_argument("--warmup", type=int, default=3, help="untimed rounds first (default 3)")
-    p.add_argument("--threads", type=int, default=None,
+    p.add_argument("--batch-size", type=A.positive_int(16_384), default=256, help="batch size (default 256, the paper's)")
+    p.add_argument("--repeats", type=A.positive_int(100_000), default=30, help="timed rounds (default 30; medians are reported)")
+    p.add_argument("--warmup", type=A.nonnegative_int(100_000), default=3, help="untimed rounds first (default 3)")
+    p.add_argument("--threads", type=A.positive_int(1024), default=None,
                    help="threads for Numba, NumPy's BLAS and PyTorch (default: Numba's, all cores)")
     p.add_argument("--no-torch", action="store_true", help="do not measure PyTorch")
     p.add_argument("--data", choices=["auto", "mnist", "synthetic"], default="auto",
                    help="training digits: MNIST if on this machine, else synthetic (auto, default); "
                         "MNIST, fetched if need be (mnist); made up (synthetic)")
-    p.add_argument("--data-dir", default=None, help="folder with the MNIST IDX files (default: "
+    p.add_argument("--data-dir", type=A.input_folder, default=None, help="folder with the MNIST IDX files (default: "
                    "NPSTN_DATA_DIR, then the cache)")
-    p.add_argument("--data-batches", type=int, default=8,
+    p.add_argument("--data-batches", type=A.positive_int(1024), default=8,
                    help="batches generated (and timed) before the steps, which cycle through them "
                         "(default 8)")
-    p.add_argument("--schedule-steps", type=int, default=SCHEDULE_STEPS,
+    p.add_argument("--schedule-steps", type=A.positive_int(10**9), default=SCHEDULE_STEPS,
                    help=f"steps of the full run the projection is for (default {SCHEDULE_STEPS}, the paper's)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the weights and the data (default 0)")
+    p.add_argument("--seed", type=A.seed, default=0, help="seed of the weights and the data (default 0)")
     p.add_argument("--omp-wait-policy", choices=["passive", "active", "unset"], default="passive",
                    help="OMP_WAIT_POLICY for Numba's and PyTorch's OpenMP pools (default passive; "
                         "'unset' leaves the environment alone)")
-    p.add_argument("--json", default=None, metavar="PATH",
+    p.add_argument("--json", type=A.output_file, default=None, metavar="PATH",
                    help="where to write the JSON ('-' for stdout; default "
                         "benchmarks/results/bench_train-<host>.json in a checkout, else "
                         "./bench_train-<host>.json)")
@@ -269,13 +270,13 @@ def parse_args(argv, prog=SCRIPT):
     args.transforms = _csv(args.transforms)
     bad = [b for b in args.backends if b not in ("numpy", "cpu", "cuda")]
     if bad:
-        p.error(f"unknown backend(s) {', '.join(bad)}; choose from numpy, cpu, cuda")
+        p.error(f"--backends: unknown backend(s) {', '.join(bad)}; choose from numpy, cpu, cuda")
     bad = [m for m in args.models if m not in MODELS]
     if bad:
-        p.error(f"unknown model(s) {', '.join(bad)}; choose from {', '.join(MODELS)}")
+        p.error(f"--models: unknown model(s) {', '.join(bad)}; choose from {', '.join(MODELS)}")
     bad = [t for t in args.transforms if t not in TRANSFORM_NAMES]
     if bad:
-        p.error(f"unknown transform(s) {', '.join(bad)}; choose from {', '.join(TRANSFORM_NAMES)}")
+        p.error(f"--transforms: unknown transform(s) {', '.join(bad)}; choose from {', '.join(TRANSFORM_NAMES)}")
     if not args.models:
         p.error("--models is empty")
     if any(m.startswith("st-") for m in args.models) and not args.transforms:

@@ -15,8 +15,11 @@ Where the files are looked for, in order:
 
 A folder named by (1) or (2) must hold good files: if one is missing or bad the
 loader raises an error rather than silently looking elsewhere. Only the cache
-is filled automatically, and only when files are missing there (a bad cached
-file is removed with a warning and fetched again):
+is filled automatically, and only when files are missing there. A bad file in
+the cache is removed (with a warning) and fetched again only when npstn itself
+put it there (recorded in :func:`_fetched_record`, beside the cache); a file the
+user put there is never deleted: the error names it. A file that cannot be read
+(permissions) is never touched either: :class:`MNISTUnreadableError` says so.
 
 4. download over HTTPS from the public mirrors in :data:`MNIST_MIRRORS`
    (urllib only, short timeouts, so an offline machine moves on in seconds);
@@ -41,6 +44,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import http.client
+import json
 import os
 import shutil
 import subprocess
@@ -67,6 +71,7 @@ __all__ = [
     "MNISTError",
     "MNISTNotFoundError",
     "MNISTCorruptError",
+    "MNISTUnreadableError",
     "describe",
     "fetch_mnist",
     "load_mnist",
@@ -133,6 +138,10 @@ class MNISTNotFoundError(MNISTError):
 
 class MNISTCorruptError(MNISTError):
     """An MNIST file exists but is truncated, malformed, or not the expected file."""
+
+
+class MNISTUnreadableError(MNISTError):
+    """An MNIST file exists but cannot be read (permissions), or the cache cannot be written."""
 
 
 # --------------------------------------------------------------------------- paths
@@ -288,7 +297,9 @@ def _load_checked(path: Path, name: str, want_array: bool = True) -> np.ndarray 
     try:
         data = _read_file(path)
     except OSError as e:
-        raise MNISTCorruptError(f"{path}: cannot be read ({e}).") from None
+        raise MNISTUnreadableError(
+            f"{path}: cannot be read ({e.strerror or e}); npstn leaves it in place: fix its "
+            "permissions (e.g. chmod u+r) or point NPSTN_DATA_DIR / --data-dir elsewhere.") from None
     arr = _parse_idx(data, path, _kind_of(name))
     if key not in _VERIFIED:
         _check_digest(data, name, path)
@@ -357,7 +368,12 @@ def _cache_missing(cache: Path, names, want_arrays: bool, arrays: dict) -> list[
             continue
         try:
             arrays[name] = _load_checked(path, name, want_arrays)
-        except MNISTError as e:
+        except MNISTCorruptError as e:
+            if not _fetched_by_npstn(path, name):
+                raise MNISTCorruptError(
+                    f"{e}\n(It is in the npstn cache {cache}, but npstn did not put it there, so it "
+                    "leaves it alone: replace it with a good copy, or delete it to have npstn fetch one.)"
+                ) from None
             warnings.warn(f"removing a bad file from the npstn cache and fetching it again: {e}", stacklevel=4)
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
@@ -407,10 +423,40 @@ def _resolve(names, data_dir, progress: bool, want_arrays: bool) -> tuple[Path, 
 # --------------------------------------------------------------------------- download
 
 
+def _fetched_record() -> Path:
+    """The JSON file (beside the cache folder) naming the cache files npstn wrote: name -> inode."""
+    return mnist_cache_dir().parent / "mnist-fetched.json"
+
+
+def _read_record() -> dict:
+    try:
+        rec = json.loads(_fetched_record().read_text())
+        return rec if isinstance(rec, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _fetched_by_npstn(path: Path, name: str) -> bool:
+    """Whether ``path`` is the very file npstn installed as ``name`` (same path and inode)."""
+    try:
+        return path == mnist_cache_dir() / name and _read_record().get(name) == path.stat().st_ino
+    except OSError:
+        return False
+
+
 def _install(cache: Path, name: str, data: bytes) -> None:
-    """Write verified bytes into the cache atomically and remember they are verified."""
+    """Write verified bytes into the cache atomically, remember they are verified and npstn's."""
     path = cache / name
-    atomic_write_bytes(path, data)
+    try:
+        atomic_write_bytes(path, data)
+        rec = _read_record()
+        rec[name] = path.stat().st_ino
+        atomic_write_bytes(_fetched_record(), (json.dumps(rec, indent=1) + "\n").encode())
+    except OSError as e:
+        raise MNISTUnreadableError(
+            f"cannot write MNIST into the npstn cache {cache}: {e.strerror or e} (is it read-only?). "
+            f"Make it writable, or put the files in a folder of your own and set {ENV_VAR} "
+            "(or --data-dir) to it.") from None
     _VERIFIED.add(_memo_key(path, MNIST_FILES[name]))
 
 

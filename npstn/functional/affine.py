@@ -33,7 +33,7 @@ from __future__ import annotations
 import numpy as np
 
 from npstn._backend import resolve_backend
-from npstn._checks import check_float_array, shape_str
+from npstn._checks import check_bool, check_grid_points, check_float_array, shape_str
 
 __all__ = ["affine_grid", "affine_grid_backward", "base_grid"]
 
@@ -57,6 +57,7 @@ def _check_size(size, batch: int | None = None, batch_from: str = "theta") -> tu
     n, c, h, w = (int(s) for s in size)
     if min(n, c, h, w) < 1:
         raise ValueError(f"size must hold positive ints (N, C, H_out, W_out), got {tuple(size)!r}")
+    check_grid_points((n, c, h, w))
     if batch is not None and n != batch:
         raise ValueError(
             f"size[0] = {n} (the batch size N) does not match {batch_from}, whose batch size is {batch}"
@@ -161,6 +162,7 @@ def affine_grid(theta, size, align_corners: bool = False, backend: str | None = 
         ``grid[n, i, j] = A_theta[n] @ (x_j^t, y_i^t, 1)``; equals
         ``torch.nn.functional.affine_grid``.
     """
+    check_bool("align_corners", align_corners)
     backend = resolve_backend(backend)
     _check_params("theta", theta, (2, 3), "(N, 2, 3)", backend)
     n, _, h, w = _check_size(size, theta.shape[0])
@@ -185,6 +187,7 @@ def affine_grid_backward(grad_grid, size, align_corners: bool = False, backend: 
     -------
     grad_theta : array (N, 2, 3), grad_grid's dtype
     """
+    check_bool("align_corners", align_corners)
     backend = resolve_backend(backend)
     size = _check_size(size)
     _check_grad_grid(grad_grid, size, backend)

@@ -25,7 +25,7 @@ from __future__ import annotations
 import numpy as np
 
 from npstn._backend import resolve_backend
-from npstn._checks import check_same_dtype
+from npstn._checks import check_bool, check_same_dtype
 from npstn.functional.affine import (
     _as_array,
     _base_xy,
@@ -52,6 +52,7 @@ def attention_grid(theta, size, align_corners: bool = False, backend: str | None
     grid : array (N, H_out, W_out, 2), theta's dtype
         ``grid[n, i, j] = (s x_j^t + t_x, s y_i^t + t_y)``.
     """
+    check_bool("align_corners", align_corners)
     backend = resolve_backend(backend)
     _check_params("theta", theta, (3,), "(N, 3) = (s, t_x, t_y)", backend)
     _, _, h, w = _check_size(size, theta.shape[0])
@@ -69,6 +70,7 @@ def attention_grid_backward(grad_grid, theta, size, align_corners: bool = False,
     (and validated) so that every generator's backward has the same signature.
     The result has grad_grid's dtype.
     """
+    check_bool("align_corners", align_corners)
     backend = resolve_backend(backend)
     _check_params("theta", theta, (3,), "(N, 3) = (s, t_x, t_y)", backend)
     size = _check_size(size, theta.shape[0])

@@ -41,7 +41,7 @@ from __future__ import annotations
 import numpy as np
 
 from npstn._backend import resolve_backend
-from npstn._checks import check_same_dtype
+from npstn._checks import check_bool, check_same_dtype
 from npstn.functional.affine import (
     _as_array,
     _base_xy,
@@ -91,6 +91,7 @@ def projective_grid(theta, size, align_corners: bool = False, backend: str | Non
     -------
     grid : array (N, H_out, W_out, 2), theta's dtype; x^s = u/w, y^s = v/w.
     """
+    check_bool("align_corners", align_corners)
     backend = resolve_backend(backend)
     _check_params("theta", theta, (8,), _LAYOUT, backend)
     _, _, h, w = _check_size(size, theta.shape[0])
@@ -107,6 +108,7 @@ def projective_grid_backward(grad_grid, theta, size, align_corners: bool = False
 
     The result has grad_grid's dtype (which must equal theta's).
     """
+    check_bool("align_corners", align_corners)
     backend = resolve_backend(backend)
     _check_params("theta", theta, (8,), _LAYOUT, backend)
     size = _check_size(size, theta.shape[0])

@@ -45,7 +45,7 @@ import math
 import numpy as np
 
 from npstn._backend import resolve_backend
-from npstn._checks import check_float_array, shape_str
+from npstn._checks import check_bool, check_float_array, shape_str
 from npstn.functional.affine import (
     _as_array,
     _base_xy,
@@ -181,6 +181,7 @@ def tps_grid(theta, size, align_corners: bool = False, backend: str | None = Non
     -------
     grid : array (N, H_out, W_out, 2), theta's dtype; grid[n].reshape(-1, 2) = M @ theta[n].
     """
+    check_bool("align_corners", align_corners)
     backend = resolve_backend(backend)
     k_total = _check_tps_theta(theta, backend)
     n, _, h, w = _check_size(size, theta.shape[0])
@@ -197,6 +198,7 @@ def tps_grid_backward(grad_grid, size, num_control_points: int = 16, align_corne
     The grid is linear in theta, so theta itself is not needed (only K).
     The result has grad_grid's dtype.
     """
+    check_bool("align_corners", align_corners)
     backend = resolve_backend(backend)
     k_total = _check_num_control_points(num_control_points)
     size = _check_size(size)

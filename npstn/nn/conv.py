@@ -11,7 +11,7 @@ import numpy as np
 
 from npstn import functional as F
 from npstn._backend import resolve_backend
-from npstn._checks import check_float_array, check_same_dtype, pair, shape_str
+from npstn._checks import check_bool, check_float_array, check_same_dtype, pair, shape_str
 from npstn._device import check_module_device, device_grad, is_device_array
 from npstn.kernels.cpu.im2col import conv_out_size
 from npstn.nn.init import get_rng, uniform_fan_in
@@ -86,6 +86,7 @@ class Conv2d(Module):
         self.kernel_size = pair(kernel_size, "Conv2d: kernel_size")
         self.stride = pair(stride, "Conv2d: stride")
         self.padding = pair(padding, "Conv2d: padding")
+        check_bool("Conv2d: bias", bias)
         if min(self.kernel_size) < 1:
             raise ValueError(f"Conv2d: kernel_size must be positive, got {self.kernel_size}")
         if min(self.stride) < 1:

@@ -27,7 +27,7 @@ import numpy as np
 
 from npstn import functional as F
 from npstn._backend import resolve_backend
-from npstn._checks import check_float_array, check_same_dtype, shape_str
+from npstn._checks import check_bool, check_float_array, check_same_dtype, shape_str
 from npstn._device import check_module_device, is_device_array
 from npstn.nn import init
 from npstn.nn.module import Module, Parameter, layer_backend, layer_grad
@@ -78,6 +78,7 @@ class Linear(Module):
         super().__init__()
         self.in_features = _positive_int(in_features, "in_features")
         self.out_features = _positive_int(out_features, "out_features")
+        check_bool("Linear: bias", bias)
         rng = init.get_rng(rng)
         self.weight = Parameter(init.uniform_fan_in(
             (self.out_features, self.in_features), self.in_features, rng, dtype))

@@ -16,7 +16,7 @@ from typing import Iterator
 
 import numpy as np
 
-from npstn._checks import FLOAT_DTYPES, shape_str
+from npstn._checks import FLOAT_DTYPES, check_bool, shape_str
 from npstn._device import check_device, device_grad, device_of, is_device_array, to_device, to_host
 
 
@@ -210,6 +210,7 @@ class Module:
 
     # -- modes -----------------------------------------------------------------
     def train(self, mode: bool = True) -> "Module":
+        check_bool("train: mode", mode)
         for m in self.modules():
             object.__setattr__(m, "training", bool(mode))
         return self
