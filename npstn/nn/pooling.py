@@ -15,6 +15,7 @@ import numpy as np
 
 from npstn import functional as F
 from npstn._backend import resolve_backend
+from npstn._checks import check_float_array
 from npstn._device import is_device_array
 from npstn.functional.pooling import pool_output_size, pool_params  # noqa: F401  (pool_output_size: its old home)
 from npstn.nn.module import Module, layer_backend, layer_grad
@@ -77,6 +78,7 @@ class MaxPool2d(_Pool2d):
         self._indices = None  # the argmax of each window, saved for the backward
 
     def forward(self, x: np.ndarray) -> np.ndarray:
+        check_float_array("MaxPool2d input", x, 4, what="(N, C, H, W)")
         out, self._indices = F.max_pool2d(x, *self._args(), return_indices=True,
                                           backend=layer_backend(self.backend, x))
         self._x, self._out_shape = x, tuple(out.shape)
@@ -125,6 +127,7 @@ class AvgPool2d(_Pool2d):
         return (*super()._args(), self.count_include_pad, self.divisor_override)
 
     def forward(self, x: np.ndarray) -> np.ndarray:
+        check_float_array("AvgPool2d input", x, 4, what="(N, C, H, W)")
         out = F.avg_pool2d(x, *self._args(), backend=layer_backend(self.backend, x))
         self._x, self._out_shape = x, tuple(out.shape)
         return out
