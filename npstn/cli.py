@@ -164,11 +164,12 @@ def _cmd_train(args) -> int:
 
 
 def _cmd_eval(args) -> int:
-    from npstn.train import evaluate, load_run, load_test_set, run_input_norm, standardize
+    from npstn.train import data as train_data
+    from npstn.train import evaluate, load_run, run_input_norm, standardize
     from npstn.utils.io import atomic_write_json
 
     model, config = load_run(args.run_dir, weights="checkpoint" if args.checkpoint else "final")
-    x, y = load_test_set(config.distortion, args.data_dir or config.data_dir)
+    x, y = train_data.load_test_set(config.distortion, args.data_dir or config.data_dir)
     x = standardize(x, run_input_norm(args.run_dir))
     err = evaluate(model, x, y, args.batch_size)
     result = {"test_error_percent": err, "test_images": int(len(y)),

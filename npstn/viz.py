@@ -182,7 +182,7 @@ def viz_run(run_dir, n: int = 12, out=None, test_data=None) -> list[Path]:
     model, config = T.load_run(run)
     out = Path(out) if out is not None else run / "viz"
     if test_data is None:
-        test_data = T.load_test_set(config.distortion, config.data_dir)
+        test_data = T.data.load_test_set(config.distortion, config.data_dir)
     x, y = test_data
     x = T.standardize(x, T.run_input_norm(run))
     paths = [plot_transformations(model, x[:n], out / "transformations.png", labels=y[:n],

@@ -26,9 +26,9 @@ def synthetic(monkeypatch):
     """Every command here reads synthetic digits instead of MNIST."""
     xtr, ytr = synthetic_digits(60, 0)
     xte, yte = synthetic_digits(30, 1)
-    monkeypatch.setattr(T, "load_train_source", lambda distortion, data_dir=None, backend=None:
+    monkeypatch.setattr(T.data, "load_train_source", lambda distortion, data_dir=None, backend=None:
                         DistortedMNIST(distortion, backend=backend, images=xtr, labels=ytr))
-    monkeypatch.setattr(T, "load_test_set", lambda distortion, data_dir=None:
+    monkeypatch.setattr(T.data, "load_test_set", lambda distortion, data_dir=None:
                         test_set(distortion, images=xte, labels=yte, cache=False))
 
 

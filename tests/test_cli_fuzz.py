@@ -29,9 +29,9 @@ BUSY_HINT = "this machine is busy"
 def _install_synthetic(mp):
     xtr, ytr = synthetic_digits(40, 0)
     xte, yte = synthetic_digits(20, 1)
-    mp.setattr(T, "load_train_source", lambda distortion, data_dir=None, backend=None:
+    mp.setattr(T.data, "load_train_source", lambda distortion, data_dir=None, backend=None:
                DistortedMNIST(distortion, backend=backend, images=xtr, labels=ytr))
-    mp.setattr(T, "load_test_set", lambda distortion, data_dir=None:
+    mp.setattr(T.data, "load_test_set", lambda distortion, data_dir=None:
                test_set(distortion, images=xte, labels=yte, cache=False))
 
 
@@ -141,7 +141,7 @@ def test_bad_option_value(cmd, option, value, run, capsys, tmp_path):
 
 
 def test_absurd_width_is_refused_before_allocation(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(T, "build_model", lambda *a, **k: pytest.fail("model built"))
+    monkeypatch.setattr(T.loop, "build_model", lambda *a, **k: pytest.fail("model built"))
     line = refused(["train", *TRAIN, "--width", "100000", "--out", tmp_path / "w"], capsys)
     assert "--width 100000" in line and "parameters" in line
     assert not (tmp_path / "w").exists()

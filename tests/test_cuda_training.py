@@ -816,7 +816,7 @@ def tiny_models(monkeypatch):
     def build(name, transform="affine", distortion="r", *, width=None, loc_lr_mult=None, seed=None, **kw):
         return builders[name](seed=seed or 0)
 
-    monkeypatch.setattr(T, "build_model", build)
+    monkeypatch.setattr(T.loop, "build_model", build)
 
 
 def _test_data():

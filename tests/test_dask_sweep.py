@@ -36,9 +36,9 @@ def _install_synthetic_in_this_process():
 
     xtr, ytr = digits(40, 0)
     xte, yte = digits(20, 1)
-    T.load_train_source = lambda distortion, data_dir=None, backend=None: DistortedMNIST(
+    T.data.load_train_source = lambda distortion, data_dir=None, backend=None: DistortedMNIST(
         distortion, backend=backend, images=xtr, labels=ytr)
-    T.load_test_set = lambda distortion, data_dir=None: test_set(distortion, images=xte, labels=yte, cache=False)
+    T.data.load_test_set = lambda distortion, data_dir=None: test_set(distortion, images=xte, labels=yte, cache=False)
     return "synthetic"
 
 
@@ -90,7 +90,7 @@ def test_sweep_on_a_real_scheduler(cluster, tmp_path, capsys):
 
 
 def test_unreachable_scheduler_is_one_line(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(T, "DASK_CONNECT_TIMEOUT", 2)
+    monkeypatch.setattr(T.sweep, "DASK_CONNECT_TIMEOUT", 2)
     rc = main(["sweep", "--steps", "1", "--out", str(tmp_path), "--dask", "tcp://127.0.0.1:9"])
     err = capsys.readouterr().err
     assert rc == 2 and "cannot reach the dask scheduler" in err and "Traceback" not in err

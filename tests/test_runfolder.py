@@ -9,6 +9,7 @@ import sys
 import numpy as np
 import pytest
 
+from npstn import nn
 from npstn import train as T
 from npstn.cli import main
 from npstn.data import DistortedMNIST, test_set
@@ -21,9 +22,9 @@ from test_train import synthetic_digits
 def synthetic(monkeypatch):
     xtr, ytr = synthetic_digits(60, 0)
     xte, yte = synthetic_digits(20, 1)
-    monkeypatch.setattr(T, "load_train_source", lambda distortion, data_dir=None, backend=None:
+    monkeypatch.setattr(T.data, "load_train_source", lambda distortion, data_dir=None, backend=None:
                         DistortedMNIST(distortion, backend=backend, images=xtr, labels=ytr))
-    monkeypatch.setattr(T, "load_test_set", lambda distortion, data_dir=None:
+    monkeypatch.setattr(T.data, "load_test_set", lambda distortion, data_dir=None:
                         test_set(distortion, images=xte, labels=yte, cache=False))
 
 
@@ -135,7 +136,7 @@ def test_resume_of_a_finished_run_without_checkpoint_reports_it(tmp_path):
                                            (dict(width=7), "width: None -> 7")])
 def test_resume_compares_the_configuration_before_loading_weights(tmp_path, monkeypatch, change, shown):
     train(small(tmp_path, steps=2), progress=False)
-    monkeypatch.setattr(T, "load_checkpoint", lambda *a: pytest.fail("weights loaded before the check"))
+    monkeypatch.setattr(T.loop, "load_checkpoint", lambda *a: pytest.fail("weights loaded before the check"))
     with pytest.raises(R.RunFolderError, match="this folder holds a different run") as ei:
         train(small(tmp_path, steps=2, **change), resume=True, progress=False)
     assert shown in str(ei.value)
@@ -154,4 +155,4 @@ def test_damaged_npz_files_are_named(tmp_path):
         with pytest.raises(R.RunFolderError, match=name):
             T.read_npz(tmp_path / name)
         (tmp_path / name).write_bytes(blob)
-    np.testing.assert_equal(sorted(T.read_npz(tmp_path / "model.npz")), sorted(T.nn.load(tmp_path / "model.npz")))
+    np.testing.assert_equal(sorted(T.read_npz(tmp_path / "model.npz")), sorted(nn.load(tmp_path / "model.npz")))

@@ -33,9 +33,9 @@ def synthetic(monkeypatch):
     """Make npstn.train load synthetic digits instead of MNIST (train 100, test 40)."""
     xtr, ytr = synthetic_digits(100, 0)
     xte, yte = synthetic_digits(40, 1)
-    monkeypatch.setattr(T, "load_train_source", lambda distortion, data_dir=None, backend=None:
+    monkeypatch.setattr(T.data, "load_train_source", lambda distortion, data_dir=None, backend=None:
                         DistortedMNIST(distortion, backend=backend, images=xtr, labels=ytr))
-    monkeypatch.setattr(T, "load_test_set", lambda distortion, data_dir=None:
+    monkeypatch.setattr(T.data, "load_test_set", lambda distortion, data_dir=None:
                         test_set(distortion, images=xte, labels=yte, cache=False))
 
 
@@ -132,12 +132,12 @@ def test_resume_gives_exactly_the_uninterrupted_weights(synthetic, tmp_path, mon
     cfg = dict(model=model, distortion=distortion, steps=10, checkpoint_every=3, eval_every=5)
     train(small(tmp_path / "a", **cfg), progress=False)
 
-    real = T.load_train_source
-    monkeypatch.setattr(T, "load_train_source", lambda *a, **k: _CrashAfter(real(*a, **k), 8))
+    real = T.data.load_train_source
+    monkeypatch.setattr(T.data, "load_train_source", lambda *a, **k: _CrashAfter(real(*a, **k), 8))
     with pytest.raises(KeyboardInterrupt):  # dies during step 8; the last checkpoint is step 6
         train(small(tmp_path / "b", **cfg), progress=False)
     assert not (tmp_path / "b" / "metrics.json").exists()
-    monkeypatch.setattr(T, "load_train_source", real)
+    monkeypatch.setattr(T.data, "load_train_source", real)
     train(small(tmp_path / "b", **cfg), progress=False, resume=True)
 
     a, b = nn.load(tmp_path / "a" / "model.npz"), nn.load(tmp_path / "b" / "model.npz")
@@ -183,8 +183,8 @@ class _NaNAt:
     ("st-fcn", "(the training loss is nan|a parameter became NaN)"),
 ])
 def test_nan_stops_the_run_and_keeps_the_last_good_checkpoint(synthetic, tmp_path, monkeypatch, model, what):
-    real = T.load_train_source
-    monkeypatch.setattr(T, "load_train_source", lambda *a, **k: _NaNAt(real(*a, **k), 5))
+    real = T.data.load_train_source
+    monkeypatch.setattr(T.data, "load_train_source", lambda *a, **k: _NaNAt(real(*a, **k), 5))
     with pytest.raises(TrainingDiverged, match=rf"diverged at step 5: {what}.*step 4\)"):
         train(small(tmp_path, model=model, steps=8, checkpoint_every=2), progress=False)
     with np.load(tmp_path / "checkpoint.npz") as f:
@@ -292,16 +292,16 @@ def test_standardized_source_has_zero_mean_and_unit_std():
 def test_study_knobs_train_resume_exactly_and_evaluate(synthetic, tmp_path, monkeypatch, kw):
     full = train(small(tmp_path / "full", model="fcn", **kw), progress=False)
     c = small(tmp_path / "cut", model="fcn", **kw)
-    real = T.prepare_data
+    real = T.data.prepare_data
 
     def crashing(*a, **k):
         source, test, norm = real(*a, **k)
         return _CrashAfter(source, 6), test, norm
 
-    monkeypatch.setattr(T, "prepare_data", crashing)
+    monkeypatch.setattr(T.data, "prepare_data", crashing)
     with pytest.raises(KeyboardInterrupt):  # dies during step 6; the last checkpoint is step 4
         train(c, progress=False)
-    monkeypatch.setattr(T, "prepare_data", real)
+    monkeypatch.setattr(T.data, "prepare_data", real)
     resumed = train(c, resume=True, progress=False)
     assert resumed["test_error_percent"] == full["test_error_percent"]
     a, b = nn.load(tmp_path / "full" / "model.npz"), nn.load(tmp_path / "cut" / "model.npz")
@@ -313,7 +313,7 @@ def test_study_knobs_train_resume_exactly_and_evaluate(synthetic, tmp_path, monk
         assert full["input_norm_stats"] == norm and norm["std"] > 0
         # eval reads the run's own standardisation: the recorded error comes back
         model, config = T.load_run(tmp_path / "full")
-        x, y = T.load_test_set(config.distortion)
+        x, y = T.data.load_test_set(config.distortion)
         assert evaluate(model, T.standardize(x, norm), y) == full["test_error_percent"]
 
 

@@ -1,0 +1,192 @@
+"""TrainConfig: every setting of a training run, and the defaults npstn chose.
+
+The paper's protocol (Jaderberg et al. 2015, A.4; docs/PAPER.md) is the
+default: SGD with batch 256, base learning rate 0.01 divided by 10 at 1/3 and
+2/3 of the run (the paper's 50k and 100k of 150k steps), cross-entropy, no
+weight decay, no dropout. Settings the paper does not state (momentum, the
+localisation learning-rate multiplier, input scaling, fixed or fresh training
+data) were chosen by experiment; the experiments and their numbers are in
+docs/training.md and benchmarks/RESULTS.md.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from npstn.models import INPUT_SIZES, MODELS, TRANSFORM_NAMES
+
+#: SGD momentum used unless told otherwise (chosen by experiment; see docs/training.md).
+DEFAULT_MOMENTUM = 0.9
+
+
+
+#: Learning-rate multiplier of localisation networks (chosen by experiment; see docs/training.md).
+DEFAULT_LOC_LR_MULT = 1.0
+
+
+
+# Fields of TrainConfig that change the trained weights: a resumed run must
+# agree with its checkpoint on all of them. The others (where data and
+# outputs live, how often to evaluate or checkpoint, the backend) may change.
+_DETERMINING = ("model", "transform", "distortion", "steps", "batch_size", "lr", "lr_drops",
+                "lr_gamma", "momentum", "loc_lr_mult", "weight_decay", "seed", "width",
+                "log_every", "max_loss", "input_norm", "train_set")
+
+
+
+#: How the input pixels reach the network: as they are ([0, 1]), or standardised.
+INPUT_NORMS = ("none", "standardize")
+
+
+
+#: Where the training digits come from: fresh distortions every step, or one fixed distorted copy.
+TRAIN_SETS = ("fresh", "fixed")
+
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run needs; saved as ``config.json`` in the run folder.
+
+    Attributes
+    ----------
+    model : "fcn", "cnn", "st-fcn" or "st-cnn"
+    transform : "affine", "projective", "tps" or "attention" (ST models)
+    distortion : "r", "rts", "p", "e" or "tc"
+    steps : training steps (the paper: 150_000)
+    batch_size : the paper: 256
+    lr : base learning rate (the paper: 0.01)
+    lr_drops : fractions of ``steps`` at which the rate is multiplied by
+        ``lr_gamma`` (default 1/3 and 2/3: the paper's 50k and 100k of 150k)
+    momentum, loc_lr_mult : see :data:`DEFAULT_MOMENTUM`, :data:`DEFAULT_LOC_LR_MULT`
+    weight_decay : L2 penalty (the paper: none)
+    seed : seeds the initial weights and the training data stream
+    width : classifier width override (None: parameter-matched, see npstn.models)
+    input_norm : "none" (pixels in [0, 1], the default) or "standardize":
+        subtract the mean and divide by the standard deviation of the
+        distorted training pixels (measured on 8192 training images drawn
+        with a fixed generator, independent of ``seed``), for training and
+        test images alike
+    train_set : "fresh" (the default: every batch distorts freshly drawn
+        digits) or "fixed": every training digit is distorted once, at the
+        start, with a generator derived from ``seed``, and batches are drawn
+        from that fixed set (a fixed 60k-image training set, as many
+        replications use)
+    eval_every : evaluate on the test set every this many steps (None: steps // 10)
+    checkpoint_every : write a checkpoint every this many steps (None: min(1000, steps // 10))
+    log_every : write a CSV row (means over the window) every this many steps
+        (None: min(100, steps // 100))
+    eval_batch_size : test images per forward pass when evaluating
+    max_loss : a training loss above this (or NaN/inf) stops the run as diverged
+    backend : "numpy", "cpu", "cuda" or None (the process default)
+    data_dir : folder with the MNIST IDX files (None: NPSTN_DATA_DIR, the cache, download)
+    out : the run folder
+    """
+
+    model: str = "st-fcn"
+    transform: str = "affine"
+    distortion: str = "rts"
+    steps: int = 150_000
+    batch_size: int = 256
+    lr: float = 0.01
+    lr_drops: tuple = (1 / 3, 2 / 3)
+    lr_gamma: float = 0.1
+    momentum: float = DEFAULT_MOMENTUM
+    loc_lr_mult: float = DEFAULT_LOC_LR_MULT
+    weight_decay: float = 0.0
+    seed: int = 0
+    width: int | None = None
+    eval_every: int | None = None
+    checkpoint_every: int | None = None
+    log_every: int | None = None
+    eval_batch_size: int = 250
+    max_loss: float = 100.0
+    input_norm: str = "none"
+    train_set: str = "fresh"
+    backend: str | None = None
+    data_dir: str | None = None
+    out: str = "runs/run"
+
+    def __post_init__(self):
+        self.model = str(self.model).lower()
+        self.transform = str(self.transform).lower()
+        self.distortion = str(self.distortion).lower()
+        self.lr_drops = tuple(float(f) for f in self.lr_drops)
+        if self.model not in MODELS:
+            raise ValueError(f"model must be one of {', '.join(MODELS)}, got {self.model!r}")
+        if self.transform not in TRANSFORM_NAMES:
+            raise ValueError(f"transform must be one of {', '.join(TRANSFORM_NAMES)}, got {self.transform!r}")
+        if self.distortion not in INPUT_SIZES:
+            raise ValueError(f"distortion must be one of {', '.join(INPUT_SIZES)}, got {self.distortion!r}")
+        for name in ("steps", "batch_size", "eval_batch_size"):
+            v = getattr(self, name)
+            if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1:
+                raise ValueError(f"{name} must be a positive int, got {v!r}")
+        if not isinstance(self.seed, (int, np.integer)) or isinstance(self.seed, bool) or self.seed < 0:
+            raise ValueError(f"seed must be a non-negative int, got {self.seed!r}")
+        for name in ("eval_every", "checkpoint_every", "log_every", "width"):
+            v = getattr(self, name)
+            if v is not None and (not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1):
+                raise ValueError(f"{name} must be None or a positive int, got {v!r}")
+        for name in ("lr", "momentum", "loc_lr_mult", "weight_decay", "max_loss"):
+            v = getattr(self, name)
+            if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
+                raise ValueError(f"{name} must be a finite number >= 0, got {v!r}")
+        for name, allowed in (("input_norm", INPUT_NORMS), ("train_set", TRAIN_SETS)):
+            v = getattr(self, name)
+            if v not in allowed:
+                raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {v!r}")
+        if not all(0 < f < 1 for f in self.lr_drops):
+            raise ValueError(f"lr_drops must be fractions of the run in (0, 1), got {self.lr_drops}")
+
+    # derived settings ---------------------------------------------------------
+    @property
+    def milestones(self) -> list[int]:
+        """Steps after which the learning rate drops (for 150k steps: 50k and 100k)."""
+        return sorted({m for m in (int(round(f * self.steps)) for f in self.lr_drops) if 0 < m < self.steps})
+
+    @property
+    def eval_interval(self) -> int:
+        return self.eval_every or max(1, self.steps // 10)
+
+    @property
+    def checkpoint_interval(self) -> int:
+        return self.checkpoint_every or max(1, min(1000, self.steps // 10))
+
+    @property
+    def log_interval(self) -> int:
+        return self.log_every or max(1, min(100, self.steps // 100))
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["lr_drops"] = list(self.lr_drops)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ValueError(f"unknown TrainConfig fields {unknown}; known: {sorted(names)}")
+        return cls(**d)
+
+    def describe(self) -> str:
+        t = f" ({self.transform})" if self.model.startswith("st-") else ""
+        return f"{self.model.upper()}{t} on {self.distortion.upper()}"
+
+
+
+class TrainingDiverged(RuntimeError):
+    """The training loss became NaN/inf or exceeded ``max_loss``; the run was stopped."""
+
+
+
+def _stored(stored: dict, key: str):
+    """A stored configuration's value of ``key``; a field it predates reads as the field's default."""
+    if key in stored:
+        return stored[key]
+    field = {f.name: f for f in dataclasses.fields(TrainConfig)}[key]
+    return field.default

@@ -1,0 +1,73 @@
+"""The paper's Table 1 and the Markdown table of a sweep's results beside it."""
+from __future__ import annotations
+
+import numpy as np
+
+from npstn.models import INPUT_SIZES, MODELS, TRANSFORM_NAMES
+
+#: The paper's Table 1 test errors (%), keyed by (model, transform or None) and distortion.
+#: TC: the paper's ST rows do not name the transform; npstn lists them under affine.
+PAPER_TABLE1 = {
+    ("fcn", None): {"r": 2.1, "rts": 5.2, "p": 3.1, "e": 3.2, "tc": 13.2},
+    ("cnn", None): {"r": 1.2, "rts": 0.8, "p": 1.5, "e": 1.4, "tc": 3.5},
+    ("st-fcn", "affine"): {"r": 1.2, "rts": 0.8, "p": 1.5, "e": 2.7, "tc": 2.0},
+    ("st-fcn", "projective"): {"r": 1.3, "rts": 0.9, "p": 1.4, "e": 2.6},
+    ("st-fcn", "tps"): {"r": 1.1, "rts": 0.8, "p": 1.4, "e": 2.4},
+    ("st-cnn", "affine"): {"r": 0.7, "rts": 0.5, "p": 0.8, "e": 1.2, "tc": 1.7},
+    ("st-cnn", "projective"): {"r": 0.8, "rts": 0.6, "p": 0.8, "e": 1.3},
+    ("st-cnn", "tps"): {"r": 0.7, "rts": 0.5, "p": 0.8, "e": 1.1},
+}
+
+
+
+#: The best published independent replications we know of (test error %, who), for comparison.
+REPLICATIONS = {
+    ("fcn", None): {"r": (3.8, "a Caffe replication")},
+    ("st-fcn", "affine"): {"r": (5.4, "the Columbia course report (ST-FCN)")},
+}
+
+
+
+def results_table(results: list[dict]) -> str:
+    """A Markdown table: mean test error (%) +- std over seeds per (model, transform) x distortion,
+    beside the paper's Table 1 numbers."""
+    cells: dict = {}
+    steps = set()
+    for r in results:
+        c = r["config"]
+        key = (c["model"], c["transform"] if c["model"].startswith("st-") else None)
+        cell = cells.setdefault(key, {}).setdefault(c["distortion"], {"errs": [], "bad": 0})
+        steps.add(c["steps"])
+        if r["test_error_percent"] is not None:
+            cell["errs"].append(r["test_error_percent"])
+        else:
+            cell["bad"] += 1
+    dists = [d for d in INPUT_SIZES if any(d in v for v in cells.values())]
+    order = {m: i for i, m in enumerate(MODELS)}
+    torder = {t: i for i, t in enumerate(TRANSFORM_NAMES)}
+    keys = sorted(cells, key=lambda k: (order[k[0]], torder.get(k[1], -1)))
+    head = "| model | " + " | ".join(f"{d.upper()} npstn | {d.upper()} paper" for d in dists) + " |"
+    lines = [f"Test error (%), mean +- std over seeds (runs); steps: {', '.join(map(str, sorted(steps)))}.",
+             "", head, "|---|" + "---:|---:|" * len(dists)]
+    for key in keys:
+        name = key[0].upper() + (f" {key[1]}" if key[1] else "")
+        row = []
+        for d in dists:
+            cell = cells[key].get(d)
+            if cell is None:
+                row.append("")
+            else:
+                e = np.array(cell["errs"])
+                txt = (f"{e.mean():.2f} +- {e.std():.2f} ({len(e)})" if len(e) > 1
+                       else f"{e[0]:.2f} (1)" if len(e) == 1 else "-")
+                if cell["bad"]:
+                    txt += f" [{cell['bad']} failed/diverged]"
+                row.append(txt)
+            paper = PAPER_TABLE1.get(key, {}).get(d)
+            row.append("" if paper is None else f"{paper}")
+        lines.append(f"| {name} | " + " | ".join(row) + " |")
+    reps = [f"{k[0].upper()}{' ' + k[1] if k[1] else ''} on {d.upper()}: {err} ({who})"
+            for k, v in REPLICATIONS.items() if k in cells for d, (err, who) in v.items() if d in dists]
+    if reps:
+        lines += ["", "Best published replications: " + "; ".join(reps) + "."]
+    return "\n".join(lines)
