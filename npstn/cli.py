@@ -262,10 +262,21 @@ def _cmd_sweep(args) -> int:
 
 
 def _cmd_reproduce(args) -> int:
+    if args.report:  # no training: the table and the figure from the finished runs under --out
+        from npstn.train import collect_results
+        from npstn.train.sweep import _write_sweep_results
+
+        results = collect_results(args.out)
+        if not results:
+            return A.fail("npstn reproduce", f"--out {args.out}: no finished runs there (no metrics.json of a "
+                          "finished run); train them first with the same command without --report")
+        _write_sweep_results(Path(args.out), results)
+        print((Path(args.out) / "results.md").read_text())
+        print(f"npstn reproduce: {len(results)} finished runs; {args.out}/results.md, results.json, results.png")
+        return 0
     if args.steps is None:
         args.steps = 150_000
-    return _sweep(args, ["fcn", "cnn", "st-fcn", "st-cnn"], _split(args.transforms),
-                  _split(args.distortions))
+    return _sweep(args, _split(args.models), _split(args.transforms), _split(args.distortions))
 
 
 def _cmd_bench(args) -> int:
@@ -375,6 +386,10 @@ def build_parser() -> argparse.ArgumentParser:
                        "transform) on each distortion, --seeds runs each, 150k steps unless --steps. "
                        "Same options and outputs as `npstn sweep`.")
     r.add_argument("table", choices=["table1"])
+    r.add_argument("--models", default="fcn,cnn,st-fcn,st-cnn", help="comma list (default: all four)")
+    r.add_argument("--report", action="store_true",
+                   help="train nothing: rebuild results.md, results.json and results.png (npstn against the "
+                   "paper) from the finished run folders under --out")
     r.add_argument("--transforms", default="affine,projective,tps")
     r.add_argument("--distortions", default="r,rts,p,e")
     r.add_argument("--out", type=A.output_folder, default="runs/table1")

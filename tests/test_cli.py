@@ -121,3 +121,17 @@ def test_sweep_with_dask_needs_dask(tmp_path, capsys):
     rc = main(["sweep", "--steps", "1", "--out", str(tmp_path), "--dask", "tcp://127.0.0.1:1"])
     assert rc == 2
     assert "pip install" in capsys.readouterr().err
+
+
+def test_reproduce_report_redraws_table_and_figure_from_run_folders(synthetic, tmp_path, capsys):
+    out = tmp_path / "t1"
+    assert main(["reproduce", "table1", "--models", "fcn", "--distortions", "rts", "--seeds", "1",
+                 "--steps", "3", "--batch-size", "4", "--out", str(out)]) == 0
+    for f in ("results.md", "results.png", "results.json"):
+        (out / f).unlink()
+    capsys.readouterr()
+    assert main(["reproduce", "table1", "--report", "--out", str(out)]) == 0
+    assert "| FCN |" in capsys.readouterr().out
+    assert all((out / f).is_file() for f in ("results.md", "results.png", "results.json"))
+    assert main(["reproduce", "table1", "--report", "--out", str(tmp_path / "empty")]) == 2
+    assert "no finished runs" in capsys.readouterr().err
