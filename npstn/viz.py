@@ -86,23 +86,32 @@ def _show(ax, img, title=None) -> None:
 
 
 def plot_transformations(model, x: np.ndarray, path, labels=None, title: str | None = None,
-                         groups: int = 2) -> Path:
+                         groups: int = 2, norm: dict | None = None) -> Path:
     """U, T_theta(G) over U, and V for each image in ``x`` (N, 1, H, W); one PNG.
 
     For a model without a spatial transformer only the inputs (and
     predictions) are drawn. ``labels`` adds the true labels to the titles.
-    Images are laid out in ``groups`` side-by-side columns.
+    Images are laid out in ``groups`` side-by-side columns. ``x`` holds pixels
+    in [0, 1]; for a model trained on standardised inputs pass the run's
+    ``norm`` (:func:`npstn.train.run_input_norm`): the model then sees
+    ``(x - mean) / std`` and V is drawn back in pixel units
+    (``V * std + mean``, so the sampler's zero padding shows as the mean grey).
     """
+    from npstn.train.data import standardize
+
     plt = _pyplot()
     x = np.ascontiguousarray(x, dtype=np.float32)
     n, _, h, w = x.shape
     was_training = model.training
     model.eval()
     try:
-        pred = model(x).argmax(axis=1)
+        x_in = standardize(x, norm)
+        pred = model(x_in).argmax(axis=1)
         st = getattr(model, "transformer", None)
         if st is not None:
-            v = st(x)
+            v = st(x_in)
+            if norm is not None:
+                v = v * np.float32(norm["std"]) + np.float32(norm["mean"])
             mesh = transformation_mesh(st, st.theta, h, w)
     finally:
         model.train(was_training)
@@ -184,10 +193,9 @@ def viz_run(run_dir, n: int = 12, out=None, test_data=None) -> list[Path]:
     if test_data is None:
         test_data = T.data.load_test_set(config.distortion, config.data_dir)
     x, y = test_data
-    x = T.standardize(x, T.run_input_norm(run))
     paths = [plot_transformations(model, x[:n], out / "transformations.png", labels=y[:n],
                                   title=f"{config.describe()}: input U, sampling grid "
-                                        "T_theta(G) on U, output V")]
+                                        "T_theta(G) on U, output V", norm=T.run_input_norm(run))]
     if (run / T.LOG).is_file() and T.read_log(run / T.LOG):
         paths.append(plot_learning_curves(run / T.LOG, out / "curves.png", title=config.describe()))
     return paths

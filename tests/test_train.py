@@ -315,6 +315,11 @@ def test_study_knobs_train_resume_exactly_and_evaluate(synthetic, tmp_path, monk
         model, config = T.load_run(tmp_path / "full")
         x, y = T.data.load_test_set(config.distortion)
         assert evaluate(model, T.standardize(x, norm), y) == full["test_error_percent"]
+        # the pictures feed the model standardised digits and draw V back in pixel units
+        from npstn.viz import viz_run
+
+        paths = viz_run(tmp_path / "full", n=4, test_data=(x, y))
+        assert paths[0].name == "transformations.png" and paths[0].stat().st_size > 1000
 
 
 def test_configs_that_predate_a_field_resume_with_its_default(synthetic, tmp_path):
