@@ -60,6 +60,7 @@ def test_batch_is_two_independent_rts_digits_and_their_sum():
     images, labels = synthetic_digits(50, 0)
     data = AdditionMNIST(images=images, labels=labels)
     assert (data.num_classes, data.image_size, data.channels) == (19, 42, 2)
+    assert data.digit_distortion == "rts" and not hasattr(data, "distortion")
     rng = np.random.default_rng(7)
     replay = _copy_rng(rng)
     x, y = data.sample_batch(12, rng)

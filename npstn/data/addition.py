@@ -109,13 +109,17 @@ class AdditionMNIST:
     Attributes
     ----------
     images : float32 (N, 28, 28) in [0, 1];  labels : int64 (N,), the digits 0..9
-    distortion : "rts" (each digit's distortion);  image_size : 42
+    digit_distortion : "rts" (each digit's distortion);  image_size : 42
     channels : 2;  num_classes : 19
+
+    There is deliberately no ``distortion`` attribute: code written for
+    single-digit sources (which distorts ``images`` itself with
+    ``distortion``) fails loudly instead of making single-digit batches.
     """
 
     num_classes = ADDITION_CLASSES
     channels = ADDITION_CHANNELS
-    distortion = ADDITION_DISTORTION
+    digit_distortion = ADDITION_DISTORTION
     image_size = canvas_size(ADDITION_DISTORTION)
 
     def __init__(self, data_dir=None, backend: str | None = None, *, seed: int = 0,
