@@ -359,10 +359,11 @@ class PaperModel(Module):
             return ""
         s = self.spec
         t = f", transform={s.transform!r}" if s.transform else ""
+        size = f"{s.input_size}x{s.input_size}"
         if getattr(s, "task", None) == "addition":
             t = f", task='addition', transformers={s.transformers}" + t
-        return (f"model={s.model!r}{t}, input={s.channels}x{s.input_size}x{s.input_size}, "
-                f"width={s.width}, params={s.params}")
+            size = f"{s.channels}x{size}"
+        return f"model={s.model!r}{t}, input={size}, width={s.width}, params={s.params}"
 
 
 def _fcn(d_in: int, hidden: int, classes: int) -> Sequential:

@@ -289,6 +289,10 @@ def test_build_model_task_addition_is_build_addition_model():
     t1 = build_model("st-fcn", "affine", "rts")
     assert t1.spec.num_classes == 10 and t1.spec.channels == 1 and not hasattr(t1.spec, "task")
     assert len(t1.transformers) == 1
+    assert t1.extra_repr() == f"model='st-fcn', transform='affine', input=42x42, width={t1.spec.width}, " \
+                              f"params={t1.spec.params}"
+    assert a.extra_repr().startswith("model='st-fcn', task='addition', transformers=2, "
+                                     "transform='projective', input=2x42x42, ")
 
 
 @pytest.mark.parametrize("kwargs,match", [
