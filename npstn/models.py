@@ -40,6 +40,29 @@ Typical use::
     from npstn.models import build_model, parameter_table, format_parameter_table
     model = build_model("st-fcn", transform="affine", distortion="rts", seed=0)
     print(format_parameter_table("rts"))
+
+MNIST addition (the paper's Table 4, appendix A.1)
+--------------------------------------------------
+Inputs are 2 x 42 x 42 (one RTS digit per channel), 19 classes (the sums
+0..18); :func:`build_addition_model` (or ``build_model(..., task="addition")``)
+builds::
+
+    FCN       the FCN above on 2 x 42 x 42 = 3528 inputs
+    CNN       the CNN above with 2 input channels, on the full canvas
+    ST-FCN    one ST (FCN localisation, 3 x 32 units, seeing both channels,
+              warping both) - 2x2 average pool - FCN on 2 x 21 x 21
+    2xST-FCN  two such STs in parallel (:class:`npstn.nn.Parallel`), each with
+              its own localisation network seeing both channels and warping
+              both; their 2-channel outputs concatenated into 4 channels -
+              2x2 average pool - FCN on 4 x 21 x 21
+
+with the paper's rule, "all networks have the same number of parameters",
+applied as in Table 1: the budget is the CNN with 64 filters on the 2-channel
+input (254,995), and each model's classifier width is chosen to match it
+(:func:`addition_parameter_table`). The localisation networks are costly on
+3528 inputs (115k parameters each for affine), so the 2xST-FCN's classifier
+is narrow (about 13 hidden units); ``budget=`` sets another budget for every
+model at once.
 """
 from __future__ import annotations
 
@@ -64,6 +87,16 @@ __all__ = [
     "model_spec",
     "parameter_table",
     "format_parameter_table",
+    "TASKS",
+    "ADDITION_MODELS",
+    "ADDITION_INPUT_SIZE",
+    "ADDITION_CHANNELS",
+    "ADDITION_CLASSES",
+    "AdditionSpec",
+    "addition_model_spec",
+    "build_addition_model",
+    "addition_parameter_table",
+    "format_addition_parameter_table",
 ]
 
 #: The four architectures of the paper's Table 1.
@@ -76,6 +109,15 @@ INPUT_SIZES = {"r": 28, "rts": 42, "p": 28, "e": 28, "tc": 60}
 DOWNSAMPLED = ("rts", "tc")
 #: Filters of the anchor CNN that fixes each distortion's parameter budget.
 ANCHOR_FILTERS = 64
+
+#: Tasks: Table 1's distorted MNIST, and Table 4's MNIST addition.
+TASKS = ("distortion", "addition")
+#: Architectures of the paper's Table 4 (MNIST addition); "st-fcn" with 1 or 2 transformers.
+ADDITION_MODELS = ("fcn", "cnn", "st-fcn")
+#: MNIST addition: canvas side, channels (one digit each) and classes (sums 0..18).
+ADDITION_INPUT_SIZE = 42
+ADDITION_CHANNELS = 2
+ADDITION_CLASSES = 19
 
 _LOC_FC = 32  # ST-FCN localisation: three hidden layers of 32 units
 _LOC_CONV = 20  # ST-CNN localisation: 20 filters of 5x5, then FC 20
@@ -262,9 +304,11 @@ class PaperModel(Module):
 
     Attributes
     ----------
-    transformer : SpatialTransformer or None
+    transformer : SpatialTransformer, Parallel or None
         The ST acting on the input (ST models); its ``theta`` and ``grid``
-        hold the last forward's transformation, for plotting.
+        hold the last forward's transformation, for plotting. For the
+        addition task's 2xST-FCN, an :class:`npstn.nn.Parallel` of two STs
+        (see :attr:`transformers`).
     downsample : AvgPool2d or None
         The 2x2 average pool after the ST on RTS and TC.
     classifier : Sequential
@@ -287,6 +331,16 @@ class PaperModel(Module):
         self.classifier = classifier
         object.__setattr__(self, "spec", spec)
 
+    @property
+    def transformers(self) -> tuple:
+        """The model's spatial transformers, in order: () for FCN/CNN, one, or two (2xST)."""
+        t = self.transformer
+        if t is None:
+            return ()
+        if isinstance(t, SpatialTransformer):
+            return (t,)
+        return tuple(m for m in t.children() if isinstance(m, SpatialTransformer))
+
     def _stages(self) -> list[Module]:
         return [m for m in (self.transformer, self.downsample, self.classifier) if m is not None]
 
@@ -305,7 +359,11 @@ class PaperModel(Module):
             return ""
         s = self.spec
         t = f", transform={s.transform!r}" if s.transform else ""
-        return f"model={s.model!r}{t}, input={s.input_size}x{s.input_size}, width={s.width}, params={s.params}"
+        size = f"{s.input_size}x{s.input_size}"
+        if getattr(s, "task", None) == "addition":
+            t = f", task='addition', transformers={s.transformers}" + t
+            size = f"{s.channels}x{size}"
+        return f"model={s.model!r}{t}, input={size}, width={s.width}, params={s.params}"
 
 
 def _fcn(d_in: int, hidden: int, classes: int) -> Sequential:
@@ -350,9 +408,11 @@ def _loc_cnn(side: int, channels: int, p: int) -> Sequential:
 
 
 def build_model(name: str, transform: str = "affine", distortion: str | None = "rts", *,
-                input_size: int | None = None, channels: int = 1, num_classes: int = 10,
-                width: int | None = None, loc_lr_mult: float | None = None,
-                seed: int | None = None, backend: str | None = None) -> PaperModel:
+                input_size: int | None = None, channels: int | None = None,
+                num_classes: int | None = None, width: int | None = None,
+                loc_lr_mult: float | None = None, seed: int | None = None,
+                backend: str | None = None, task: str | None = None,
+                transformers: int = 1, budget: int | None = None) -> PaperModel:
     """Build one of the paper's models as a float32 :class:`PaperModel`.
 
     Parameters
@@ -364,7 +424,8 @@ def build_model(name: str, transform: str = "affine", distortion: str | None = "
         follows the ST (rts, tc). With None, give ``input_size``.
     input_size : int, optional
         Square input side; overrides the distortion's canvas size.
-    channels, num_classes : input channels (1 for MNIST) and classes (10).
+    channels, num_classes : input channels and classes; None: 1 and 10
+        (distorted MNIST), 2 and 19 (addition; no other values allowed there).
     width : int, optional
         FCN hidden units / CNN filters; None (default) matches the parameter
         count to the anchor CNN's (see the module doc).
@@ -375,7 +436,30 @@ def build_model(name: str, transform: str = "affine", distortion: str | None = "
         None draws from the current global generator.
     backend : str, optional
         Backend of the ST's grid generator and sampler (None: process default).
+    task : "distortion" (default, Table 1) or "addition" (Table 4)
+        With "addition" the call is :func:`build_addition_model` (name "fcn",
+        "cnn" or "st-fcn"; ``distortion`` must be "rts" or None).
+    transformers : int
+        Addition only: 1 or 2 spatial transformers in parallel (ST models).
+    budget : int, optional
+        Addition only: the parameter budget (default: the anchor CNN's).
     """
+    task = _check_task(task)
+    if task == "addition":
+        if distortion is not None and str(distortion).lower() != "rts":
+            raise ValueError(f"the addition task distorts each digit with RTS; got distortion={distortion!r} "
+                             "(pass distortion='rts' or None)")
+        for arg, value, fixed in (("channels", channels, ADDITION_CHANNELS),
+                                  ("num_classes", num_classes, ADDITION_CLASSES)):
+            if value is not None and int(value) != fixed:
+                raise ValueError(f"the addition task has {arg}={fixed}; got {arg}={value!r} (leave it None)")
+        return build_addition_model(name, transform, transformers=transformers, input_size=input_size,
+                                    width=width, budget=budget, loc_lr_mult=loc_lr_mult, seed=seed,
+                                    backend=backend)
+    if budget is not None or transformers != 1:
+        raise ValueError("transformers= and budget= belong to the addition task; pass task='addition'")
+    channels = 1 if channels is None else channels
+    num_classes = 10 if num_classes is None else num_classes
     spec = model_spec(name, transform, distortion, input_size=input_size, channels=channels,
                       num_classes=num_classes, width=width)
     if seed is not None:
@@ -436,5 +520,202 @@ def format_parameter_table(distortion: str = "rts", **kwargs) -> str:
     for r in rows:
         unit = "units" if "fcn" in r["model"] else "filters"
         lines.append(f"| {r['model'].upper()} | {r['transform'] or '-'} | {r['width']} {unit} | "
+                     f"{r['params']:,} | {100 * r['deviation']:+.1f}% |")
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------
+# MNIST addition (Table 4)
+# ----------------------------------------------------------------------------
+def _check_task(task) -> str:
+    if task is None:
+        return "distortion"
+    if not isinstance(task, str) or task.lower() not in TASKS:
+        raise ValueError(f"unknown task {task!r}; expected one of {', '.join(TASKS)}")
+    return task.lower()
+
+
+@dataclass(frozen=True)
+class AdditionSpec(ModelSpec):
+    """A :class:`ModelSpec` for the MNIST-addition task.
+
+    ``transformers`` is the number of spatial transformers (0 for FCN and
+    CNN, 1 for ST-FCN, 2 for 2xST-FCN); ``task`` is always "addition".
+    ``channels`` (2) is the input's; the classifier sees
+    ``classifier_channels`` = ``transformers * channels`` for 2xST-FCN.
+    """
+
+    transformers: int = 0
+    task: str = "addition"
+
+    @property
+    def classifier_channels(self) -> int:
+        return self.channels * max(1, self.transformers)
+
+    @property
+    def label(self) -> str:
+        """The model's name in Table 4: "FCN", "CNN", "ST-FCN affine", "2xST-FCN tps"."""
+        base = self.model.upper()
+        if self.transformers == 2:
+            base = "2x" + base
+        return f"{base} {self.transform}" if self.transform else base
+
+
+def _check_transformers(model: str, transformers) -> int:
+    if isinstance(transformers, bool) or not isinstance(transformers, (int, np.integer)) \
+            or transformers not in (1, 2):
+        raise ValueError(f"transformers must be 1 or 2, got {transformers!r}")
+    if transformers == 2 and not model.startswith("st-"):
+        raise ValueError(f"transformers=2 needs an ST model ('st-fcn'); {model!r} has no transformer")
+    return int(transformers) if model.startswith("st-") else 0
+
+
+def _addition_params(model: str, side: int, p: int, transformers: int, width: int) -> int:
+    c, k = ADDITION_CHANNELS, ADDITION_CLASSES
+    if model == "fcn":
+        return _fcn_params(c * side * side, width, k)
+    if model == "cnn":
+        return _cnn_params(side, c, width, k)
+    cls = side // 2
+    return (transformers * _loc_fcn_params(c * side * side, p)
+            + _fcn_params(transformers * c * cls * cls, width, k))
+
+
+def addition_model_spec(name: str, transform: str = "affine", *, transformers: int = 1,
+                        input_size: int | None = None, width: int | None = None,
+                        budget: int | None = None) -> AdditionSpec:
+    """The architecture :func:`build_addition_model` builds, without building it.
+
+    ``budget`` (default: the CNN with :data:`ANCHOR_FILTERS` filters on the
+    2-channel input, 254,995 parameters at 42x42) is the parameter count every
+    model is matched to: with ``width=None`` the classifier width (FCN hidden
+    units, CNN filters) is the one whose *total* count (localisation networks
+    included) is closest to it.
+    """
+    if not isinstance(name, str) or name.lower() not in ADDITION_MODELS:
+        raise ValueError(f"unknown addition model {name!r}; expected one of {', '.join(ADDITION_MODELS)} "
+                         "(2xST-FCN is 'st-fcn' with transformers=2)")
+    model = name.lower()
+    n_st = _check_transformers(model, transformers)
+    side = ADDITION_INPUT_SIZE if input_size is None else int(input_size)
+    if side < 2 or side % 2:
+        raise ValueError(f"input_size must be an even int >= 2 (the ST is followed by a 2x2 average pool), "
+                         f"got {input_size!r}")
+    cnn_fits = min(_cnn_sides(side)) >= 1
+    if model == "cnn" and not cnn_fits:
+        raise ValueError(f"a {side}x{side} input is too small for the CNN classifier "
+                         "(9x9 conv, 2x2 pool, 7x7 conv, 2x2 pool need at least 21x21)")
+    p = get_transform(transform).num_params if n_st else 0
+    tname = get_transform(transform).name if n_st else None
+    if budget is not None:
+        if isinstance(budget, bool) or not isinstance(budget, (int, np.integer)) or budget < 1:
+            raise ValueError(f"budget must be a positive int (a parameter count), got {budget!r}")
+        target = int(budget)
+    elif cnn_fits:
+        target = _cnn_params(side, ADDITION_CHANNELS, ANCHOR_FILTERS, ADDITION_CLASSES)
+    elif width is None:
+        raise ValueError(f"on a {side}x{side} input there is no anchor CNN to fix the budget; "
+                         "give width= or budget=")
+    else:
+        target = 0
+
+    def count(w: int) -> int:
+        return _addition_params(model, side, p, n_st, w)
+
+    if width is None:
+        widths = range(1, 4097) if model != "cnn" else range(1, 257)
+        width = min(widths, key=lambda w: (abs(count(w) - target), w))
+    elif isinstance(width, bool) or int(width) < 1:
+        raise ValueError(f"width must be a positive int, got {width!r}")
+    width = int(width)
+    return AdditionSpec(model, tname, side, ADDITION_CHANNELS, ADDITION_CLASSES, bool(n_st),
+                        width, count(width), target, transformers=n_st)
+
+
+def build_addition_model(name: str, transform: str = "affine", *, transformers: int = 1,
+                         input_size: int | None = None, width: int | None = None,
+                         budget: int | None = None, loc_lr_mult: float | None = None,
+                         seed: int | None = None, backend: str | None = None) -> PaperModel:
+    """Build a model for MNIST addition (the paper's Table 4) as a float32 :class:`PaperModel`.
+
+    Input (N, 2, S, S), S = 42 (one RTS digit per channel); output (N, 19)
+    logits over the sums 0..18. See the module doc for the architectures.
+
+    Parameters
+    ----------
+    name : "fcn", "cnn" or "st-fcn"
+    transform : "affine", "projective", "tps" or "attention" (ST-FCN only)
+    transformers : 1 (ST-FCN) or 2 (2xST-FCN); ignored (recorded as 0) for FCN and CNN
+    input_size : even square input side (default 42); smaller sizes suit
+        gradient checks (give ``width`` when the CNN does not fit).
+    width : FCN hidden units / CNN filters; None matches the budget.
+    budget : parameter count to match (default: the anchor CNN's).
+    loc_lr_mult, seed, backend : as for :func:`build_model`.
+
+    The model's ``spec`` is an :class:`AdditionSpec` (``task="addition"``,
+    ``transformers``); ``model.transformers`` lists its STs in order.
+    """
+    spec = addition_model_spec(name, transform, transformers=transformers, input_size=input_size,
+                               width=width, budget=budget)
+    if seed is not None:
+        nn.init.manual_seed(int(seed))
+    side, c, k = spec.input_size, spec.channels, spec.num_classes
+    transformer = downsample = None
+    if spec.transformers:
+        P = get_transform(spec.transform).num_params
+        sts = [SpatialTransformer(_loc_fcn(c * side * side, P), spec.transform, output_size=None,
+                                  loc_lr_mult=loc_lr_mult, backend=backend)
+               for _ in range(spec.transformers)]
+        transformer = sts[0] if len(sts) == 1 else nn.Parallel(*sts, dim=1)
+        downsample = nn.AvgPool2d(2)
+    cls_side = spec.classifier_input_size
+    if spec.model == "cnn":
+        classifier = _cnn(side, c, spec.width, k)
+    else:
+        classifier = _fcn(spec.classifier_channels * cls_side * cls_side, spec.width, k)
+    model = PaperModel(classifier, transformer, downsample, spec)
+    n = model.num_parameters()
+    if n != spec.params:  # the closed-form count and the modules must agree
+        raise AssertionError(f"build_addition_model: built {n} parameters but the spec says {spec.params}")
+    return model
+
+
+#: The rows of Table 4: (model, transformers), the ST rows once per transform.
+_ADDITION_ROWS = (("fcn", 1), ("cnn", 1), ("st-fcn", 1), ("st-fcn", 2))
+
+
+def addition_parameter_table(*, input_size: int | None = None, budget: int | None = None,
+                             transforms=("affine", "projective", "tps")) -> list[dict]:
+    """One row per Table 4 model: widths and parameter counts for MNIST addition.
+
+    Each row: ``model``, ``transform`` (None for FCN/CNN), ``transformers``,
+    ``label`` (e.g. "2xST-FCN tps"), ``width``, ``params``, ``target`` and
+    ``deviation`` (params / target - 1).
+    """
+    rows = []
+    for model, n_st in _ADDITION_ROWS:
+        for t in (transforms if model.startswith("st-") else (None,)):
+            s = addition_model_spec(model, t or "affine", transformers=n_st, input_size=input_size,
+                                    budget=budget)
+            rows.append({"model": s.model, "transform": s.transform, "transformers": s.transformers,
+                         "label": s.label, "input_size": s.input_size, "width": s.width,
+                         "params": s.params, "target": s.target,
+                         "deviation": s.params / s.target - 1.0})
+    return rows
+
+
+def format_addition_parameter_table(**kwargs) -> str:
+    """:func:`addition_parameter_table` as a Markdown table."""
+    rows = addition_parameter_table(**kwargs)
+    side = rows[0]["input_size"]
+    anchor = "" if kwargs.get("budget") is not None else f" = CNN with {ANCHOR_FILTERS} filters"
+    lines = [f"Parameter counts, MNIST addition ({ADDITION_CHANNELS}x{side}x{side} input, "
+             f"{ADDITION_CLASSES} classes); budget{anchor} = {rows[0]['target']:,}",
+             "",
+             "| model | transformers | width | parameters | vs budget |",
+             "|---|---:|---:|---:|---:|"]
+    for r in rows:
+        unit = "filters" if r["model"] == "cnn" else "units"
+        lines.append(f"| {r['label']} | {r['transformers']} | {r['width']} {unit} | "
                      f"{r['params']:,} | {100 * r['deviation']:+.1f}% |")
     return "\n".join(lines)

@@ -252,3 +252,82 @@ def plot_table1(results: list[dict], path, title: str | None = None) -> Path:
     ax.grid(True, which="both", lw=0.3, alpha=0.5)
     ax.legend(fontsize=7, loc="upper left")
     return _save(fig, path)
+
+
+# --------------------------------------------------------------------------- MNIST addition
+
+#: Colours of the first and second transformer's grids in :func:`plot_addition`.
+ADDITION_GRID_COLOURS = ("#ff3b30", "#0a84ff")
+
+
+def plot_addition(model, x: np.ndarray, path, labels=None, digits=None, title: str | None = None) -> Path:
+    """MNIST addition pairs, both transformers' grids on both channels, and each transformer's output.
+
+    One row per pair in ``x`` (N, 2, H, W) (channel 0 digit a, channel 1
+    digit b): channel 0 and channel 1 of the input U, each with every
+    transformer's sampling grid T_theta(G) drawn over it (transformer 1 red,
+    transformer 2 blue; boundary bold), then each transformer's output V_k,
+    channel 0 and channel 1 (the paper's addition figure). A 2xST model that
+    has learnt to share the work shows each grid around one digit, and each
+    V_k holding one digit while its other channel is nearly empty. For a
+    model without transformers only the input channels are drawn.
+
+    ``labels`` (the sums) and ``digits`` ((N, 2), the two digits) add to the
+    row titles, with the model's prediction. Returns the PNG's path.
+    """
+    plt = _pyplot()
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    if x.ndim != 4 or x.shape[1] != 2:
+        raise ValueError(f"plot_addition: x must be (N, 2, H, W) pairs, got shape {x.shape}")
+    n, _, h, w = x.shape
+    sts = tuple(getattr(model, "transformers", ()) or ())
+    was_training = model.training
+    model.eval()
+    try:
+        pred = model(x).argmax(axis=1)
+        outs, meshes = [], []
+        for st in sts:
+            outs.append(np.asarray(st(x)))
+            meshes.append(transformation_mesh(st, st.theta, h, w))
+    finally:
+        model.train(was_training)
+    lo, hi = min(0.0, float(x.min())), max(1.0, float(x.max()))
+    cols = 2 + 2 * len(sts)
+    fig, axes = plt.subplots(n, cols, figsize=(1.6 * cols, 1.75 * n + 0.5), squeeze=False)
+    for i in range(n):
+        what = f"pred {pred[i]}"
+        if labels is not None:
+            what = f"sum {labels[i]}, " + what
+        if digits is not None:
+            what = f"{digits[i][0]} + {digits[i][1]}: " + what
+        for c in range(2):
+            ax = axes[i, c]
+            ax.imshow(x[i, c], cmap="gray", vmin=lo, vmax=hi, interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            xs, ys = [-0.5, w - 0.5], [-0.5, h - 0.5]
+            for k, mesh in enumerate(meshes):
+                _draw_mesh(ax, mesh[i], color=ADDITION_GRID_COLOURS[k % len(ADDITION_GRID_COLOURS)])
+                xs += [mesh[i, ..., 0].min(), mesh[i, ..., 0].max()]
+                ys += [mesh[i, ..., 1].min(), mesh[i, ..., 1].max()]
+            ax.set_xlim(min(xs) - 1, max(xs) + 1)
+            ax.set_ylim(max(ys) + 1, min(ys) - 1)
+            grids = " + grids" if meshes else ""
+            ax.set_title((f"{what}\n" if c == 0 else "\n") + f"U channel {c}{grids}", fontsize=7)
+        for k, v in enumerate(outs):
+            for c in range(2):
+                ax = axes[i, 2 + 2 * k + c]
+                ax.imshow(v[i, c], cmap="gray", vmin=lo, vmax=hi, interpolation="nearest")
+                ax.set_xticks([])
+                ax.set_yticks([])
+                for side in ax.spines.values():
+                    side.set_edgecolor(ADDITION_GRID_COLOURS[k % len(ADDITION_GRID_COLOURS)])
+                    side.set_linewidth(1.5)
+                ax.set_title(f"\nV{k + 1} channel {c}", fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+__all__ += ["plot_addition", "ADDITION_GRID_COLOURS"]

