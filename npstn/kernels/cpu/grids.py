@@ -5,7 +5,8 @@ rows (n, i), one output point after another along the row) and a backward
 kernel (grad_grid -> grad_theta, ``prange`` over batch elements, each
 accumulating its parameters' sums over all output points). The math is in
 :mod:`npstn.functional` (affine, attention, projective, tps); these kernels
-compute exactly the same expressions.
+compute exactly the same expressions (the projective ones call the very
+functions of :mod:`npstn.kernels.formulas` that the specification calls).
 
 Precision: the base-grid coordinates xs (W_out,), ys (H_out,) come in as
 float64, so every product and every sum is formed in float64 and rounded once
@@ -17,14 +18,12 @@ arrays, allocate the output and launch; the public functions in
 """
 from __future__ import annotations
 
-import math
-
 import numba
 import numpy as np
 from numba import njit, prange
 
-# Kept in sync with npstn.functional.projective.PROJECTIVE_FAR (a test checks).
-PROJECTIVE_FAR = 1e6
+from npstn.kernels import formulas as fm
+from npstn.kernels.formulas import PROJECTIVE_FAR  # noqa: F401 (re-exported: the horizon's coordinate)
 
 
 # ----------------------------------------------------------------------------
@@ -194,53 +193,35 @@ def attention_grid_backward(grad_grid, xs, ys):
 
 @njit(parallel=True, cache=True)
 def _projective_grid_kernel(theta, xs, ys, eps, grid):
+    # formulas.homography and formulas.projective_point (with the horizon policy) at every point
     n_batch, h, w = grid.shape[0], grid.shape[1], grid.shape[2]
     for row in prange(n_batch * h):
         n, i = row // h, row % h
+        a, b, c, d, e, f, g, hh = (theta[n, 0], theta[n, 1], theta[n, 2], theta[n, 3], theta[n, 4], theta[n, 5],
+                                   theta[n, 6], theta[n, 7])
         y = ys[i]
         for j in range(w):
-            x = xs[j]
-            u = theta[n, 0] * x + theta[n, 1] * y + theta[n, 2]
-            v = theta[n, 3] * x + theta[n, 4] * y + theta[n, 5]
-            den = theta[n, 6] * x + theta[n, 7] * y + 1.0
-            if abs(den) < eps:  # on the horizon: far outside, in the limit's direction
-                sign_w = math.copysign(1.0, den)
-                grid[n, i, j, 0] = PROJECTIVE_FAR * math.copysign(1.0, u) * sign_w
-                grid[n, i, j, 1] = PROJECTIVE_FAR * math.copysign(1.0, v) * sign_w
-            else:
-                grid[n, i, j, 0] = u / den
-                grid[n, i, j, 1] = v / den
+            u, v, den = fm.homography(a, b, c, d, e, f, g, hh, xs[j], y)
+            grid[n, i, j, 0], grid[n, i, j, 1], _ = fm.projective_point(u, v, den, eps)
 
 
 @njit(parallel=True, cache=True)
 def _projective_grid_backward_kernel(grad_grid, theta, xs, ys, eps, grad_theta):
-    # dL/d(a, b, c) = sum G_x (x, y, 1) / w;  dL/d(d, e, f) = sum G_y (x, y, 1) / w
-    # dL/d(g, h) = -sum (G_x x^s + G_y y^s) (x, y) / w;  far points contribute 0
+    # dL/dtheta = the sums over all points of formulas.projective_gradient (0 on the horizon)
     n_batch, h, w = grad_grid.shape[0], grad_grid.shape[1], grad_grid.shape[2]
     for n in prange(n_batch):
+        a, b, c, d, e, f, g, hh = (theta[n, 0], theta[n, 1], theta[n, 2], theta[n, 3], theta[n, 4], theta[n, 5],
+                                   theta[n, 6], theta[n, 7])
         acc = np.zeros(8)
         for i in range(h):
             y = ys[i]
             for j in range(w):
                 x = xs[j]
-                den = theta[n, 6] * x + theta[n, 7] * y + 1.0
-                if abs(den) < eps:
-                    continue
-                u = theta[n, 0] * x + theta[n, 1] * y + theta[n, 2]
-                v = theta[n, 3] * x + theta[n, 4] * y + theta[n, 5]
-                x_src = u / den
-                y_src = v / den
-                gx = grad_grid[n, i, j, 0] / den
-                gy = grad_grid[n, i, j, 1] / den
-                q = gx * x_src + gy * y_src
-                acc[0] += gx * x
-                acc[1] += gx * y
-                acc[2] += gx
-                acc[3] += gy * x
-                acc[4] += gy * y
-                acc[5] += gy
-                acc[6] -= q * x
-                acc[7] -= q * y
+                u, v, den = fm.homography(a, b, c, d, e, f, g, hh, x, y)
+                _, _, inv_w = fm.projective_point(u, v, den, eps)
+                terms = fm.projective_gradient(grad_grid[n, i, j, 0], grad_grid[n, i, j, 1], u, v, inv_w, x, y)
+                for k in range(8):
+                    acc[k] += terms[k]
         for k in range(8):
             grad_theta[n, k] = acc[k]
 
