@@ -571,7 +571,7 @@ def test_theta_given_to_a_linear_backward_is_checked():
     size = (2, 1, 3, 4)
     up = np.zeros((2, 3, 4, 2))
     with pytest.raises(ValueError, match=r"theta must have shape \(N, 2, 3\)"):
-        F.affine_grid_backward(up, np.zeros((2, 6)), size, backend="numpy")
+        F.affine_grid_backward(up, np.zeros((2, 3, 2)), size, backend="numpy")
     with pytest.raises(ValueError, match=r"size\[0\] = 2 .* batch size is 3"):
         F.affine_grid_backward(up, np.zeros((3, 2, 3)), size, backend="numpy")
     with pytest.raises(TypeError, match="grad_grid has dtype float64 but theta has dtype float32"):
