@@ -44,6 +44,12 @@ Numba types a Python float literal as float64 where NumPy keeps an array's
 float32. So a formula computes the same float32 operations, in the same
 order, on an array and on a scalar, and the cpu kernels reproduce the NumPy
 specification bit for bit (tests check).
+
+Editing a formula: Numba's on-disk cache (``cache=True``) keys a kernel by
+its own source file, not by the functions it inlines from here. After
+changing this file, delete the cached kernels
+(``find npstn -name '*.nbi' -o -name '*.nbc' | xargs rm``) before timing
+or testing.
 """
 from __future__ import annotations
 
