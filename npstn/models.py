@@ -15,7 +15,7 @@ P is the transform's parameter count (affine 6, attention 3, projective 8,
 tps 32). The regression layer starts at the identity transform (zero weights,
 identity bias), so an untrained ST passes its input through unchanged.
 
-Choices npstn makes where the paper is silent (tagged [A] in PAPER.md):
+Choices npstn makes where the paper is silent (tagged [A] in docs/PAPER.md):
 
 * Every max pool uses ``ceil_mode=True``. On even sizes that is identical to
   torch's default floor mode; on odd sizes it keeps the last row and column
@@ -31,7 +31,7 @@ Choices npstn makes where the paper is silent (tagged [A] in PAPER.md):
   build time, as the integer that brings its *total* count (localisation
   network included) closest to the CNN's. See :func:`parameter_table`; the
   counts land within 1% of each other (tests assert 5%). A ~400k budget
-  (PAPER.md's guide) is out of reach on 28x28 inputs for CNNs of at most 64
+  (docs/PAPER.md, "Models") is out of reach on 28x28 inputs for CNNs of at most 64
   filters (they top out near 209k), so npstn keeps the filter range and lets
   the budget follow.
 
@@ -349,10 +349,10 @@ class PaperModel(Module):
             x = m(x)
         return x
 
-    def backward(self, grad_out: np.ndarray) -> np.ndarray:
+    def backward(self, grad_output: np.ndarray) -> np.ndarray:
         for m in reversed(self._stages()):
-            grad_out = m.backward(grad_out)
-        return grad_out
+            grad_output = m.backward(grad_output)
+        return grad_output
 
     def extra_repr(self) -> str:
         if self.spec is None:

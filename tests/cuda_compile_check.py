@@ -12,6 +12,7 @@ os.environ["NUMBA_ENABLE_CUDASIM"] = "0"
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from numba import boolean, cuda, float32, float64, int32, int64  # noqa: E402
+from numba.types import UniTuple  # noqa: E402
 
 try:
     from numba.cuda.cudadrv import nvvm
@@ -78,8 +79,9 @@ def kernels(dt):
     yield "copy_slab", cc._copy_slab_kernel, (m3, m3, i, i, i)
     # the spatial transformer's kernels, which a device training step runs too
     f, f2 = float64[::1], float64[:, ::1]
-    yield "grid_sample", gs._forward_kernel, (m4, m4, m4, dt, dt, dt, dt, i, i, b)
-    yield "grid_sample_backward", gs._backward_kernel, (m4, m4, m4, m4, m4, dt, dt, dt, dt, i, i, b)
+    geo = UniTuple(dt, 7)  # (one, scale_x, scale_y, shift, limit, size_x, size_y)
+    yield "grid_sample", gs._forward_kernel, (m4, m4, m4, geo, i, i, b)
+    yield "grid_sample_backward", gs._backward_kernel, (m4, m4, m4, m4, m4, geo, i, i, b)
     yield "zero4", gs._zero_kernel, (m4,)
     yield "affine_grid", gr._affine_grid_kernel, (m3, f, f, m4)
     yield "affine_grid_backward", gr._affine_grid_backward_kernel, (m4, f, f, m3)

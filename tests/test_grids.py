@@ -534,3 +534,53 @@ def test_projective_strategy_keeps_away_from_the_horizon(theta, align_corners):
     base = F.base_grid((n, 1, 5, 5), align_corners)
     w = theta[:, 6, None, None] * base[..., 0] + theta[:, 7, None, None] * base[..., 1] + 1
     assert np.all(w >= 0.5 - 1e-12)
+
+
+# ----------------------------------------------------------------------------
+# One rule for every backward: op_backward(grad_grid, theta, size, **kwargs)
+# ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("backend", ["numpy", "cpu"])
+@pytest.mark.parametrize("align_corners", [False, True])
+def test_linear_generators_take_theta_by_the_rule_and_without_it(backend, align_corners):
+    """affine/tps backward: (grad_grid, theta, size, ...) and the older (grad_grid, size, ...) give the same bits."""
+    rng = np.random.default_rng(11)
+    size = (2, 1, 3, 5)
+    up = rng.standard_normal((2, 3, 5, 2))
+    theta = rng.standard_normal((2, 2, 3))
+    ref = F.affine_grid_backward(up, size, align_corners=align_corners, backend=backend)
+    for got in (F.affine_grid_backward(up, theta, size, align_corners, backend),
+                F.affine_grid_backward(up, theta, size, align_corners=align_corners, backend=backend),
+                F.affine_grid_backward(up, size, align_corners, backend),
+                F.affine_grid_backward(up, size, align_corners, backend=backend)):
+        np.testing.assert_array_equal(got, ref)
+    theta_tps = rng.standard_normal((2, 9, 2))
+    ref = F.tps_grid_backward(up, size, num_control_points=9, align_corners=align_corners, backend=backend)
+    for got in (F.tps_grid_backward(up, theta_tps, size, align_corners, backend),
+                F.tps_grid_backward(up, theta_tps, size, align_corners=align_corners, backend=backend),
+                F.tps_grid_backward(up, size, 9, align_corners, backend)):
+        np.testing.assert_array_equal(got, ref)
+    # every generator's backward accepts the same positional arguments
+    for backward, th in ((F.affine_grid_backward, theta), (F.attention_grid_backward, theta[:, 0]),
+                         (F.projective_grid_backward, rng.standard_normal((2, 8)) * 0.1),
+                         (F.tps_grid_backward, theta_tps)):
+        assert backward(up, th, size, align_corners, backend).shape == th.shape
+
+
+def test_theta_given_to_a_linear_backward_is_checked():
+    size = (2, 1, 3, 4)
+    up = np.zeros((2, 3, 4, 2))
+    with pytest.raises(ValueError, match=r"theta must have shape \(N, 2, 3\)"):
+        F.affine_grid_backward(up, np.zeros((2, 3, 2)), size, backend="numpy")
+    with pytest.raises(ValueError, match=r"size\[0\] = 2 .* batch size is 3"):
+        F.affine_grid_backward(up, np.zeros((3, 2, 3)), size, backend="numpy")
+    with pytest.raises(TypeError, match="grad_grid has dtype float64 but theta has dtype float32"):
+        F.affine_grid_backward(up, np.zeros((2, 2, 3), np.float32), size, backend="numpy")
+    with pytest.raises(ValueError, match="num_control_points = 16 does not match theta, which has K = 9"):
+        F.tps_grid_backward(up, np.zeros((2, 9, 2)), size, num_control_points=16, backend="numpy")
+    with pytest.raises(TypeError, match="align_corners given twice"):
+        F.affine_grid_backward(up, size, True, align_corners=True)
+    with pytest.raises(TypeError, match="backend given twice"):
+        F.affine_grid_backward(up, size, True, "numpy", backend="cpu")
+    with pytest.raises(TypeError, match="num_control_points given twice"):
+        F.tps_grid_backward(up, size, 9, num_control_points=9)

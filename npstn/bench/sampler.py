@@ -146,7 +146,7 @@ def npstn_callables(backend, x, theta, go, out_hw):
         g = F.affine_grid(theta, size, backend=backend)
         out = F.grid_sample(x, g, backend=backend)
         gi, gg = F.grid_sample_backward(go, x, g, backend=backend)
-        gt = F.affine_grid_backward(gg, size, backend=backend)
+        gt = F.affine_grid_backward(gg, theta, size, backend=backend)
         sync()
         return out, gi, gt
 

@@ -33,7 +33,8 @@ from __future__ import annotations
 import numpy as np
 
 from npstn._backend import resolve_backend
-from npstn._checks import check_bool, check_grid_points, check_float_array, shape_str
+from npstn._checks import check_bool, check_float_array, check_grid_points, check_same_dtype, shape_str
+from npstn._device import is_device_array
 
 __all__ = ["affine_grid", "affine_grid_backward", "base_grid"]
 
@@ -41,11 +42,6 @@ __all__ = ["affine_grid", "affine_grid_backward", "base_grid"]
 # ----------------------------------------------------------------------------
 # Shared helpers (used by attention.py, projective.py and tps.py too)
 # ----------------------------------------------------------------------------
-
-def _is_device_array(x) -> bool:
-    """A Numba CUDA device array (checked without importing numba.cuda)."""
-    return not isinstance(x, np.ndarray) and hasattr(x, "copy_to_host")
-
 
 def _check_size(size, batch: int | None = None, batch_from: str = "theta") -> tuple[int, int, int, int]:
     """Validate ``size = (N, C, H_out, W_out)``: four positive ints, N == batch."""
@@ -77,7 +73,7 @@ def _check_params(name: str, x, tail: tuple, layout: str, backend: str) -> None:
 
 
 def _check_location(name: str, x, backend: str) -> None:
-    if backend != "cuda" and _is_device_array(x):
+    if backend != "cuda" and is_device_array(x):
         raise TypeError(
             f"{name} is a CUDA device array but backend={backend!r}; use backend='cuda' "
             f"or copy it to the host with .copy_to_host()"
@@ -94,6 +90,36 @@ def _check_grad_grid(grad_grid, size: tuple, backend: str) -> None:
             f"got shape {shape_str(grad_grid.shape)}"
         )
     _check_location("grad_grid", grad_grid, backend)
+
+
+def _theta_optional(op: str, theta, size, align_corners, backend):
+    """The two call forms of a linear generator's backward -> (theta or None, size, align_corners, backend).
+
+    ``op_backward(grad_grid, theta, size, align_corners=False, backend=None)``
+    is the package's rule. A generator linear in theta does not need theta's
+    values, so ``op_backward(grad_grid, size, align_corners=False,
+    backend=None)`` (theta left out, the older form) works too: then the
+    arguments after ``size`` arrive one slot early and are moved back here.
+    """
+    if not isinstance(theta, (tuple, list)):
+        return theta, size, align_corners, backend
+    if size is None:  # (grad_grid, size, align_corners=..., backend=...)
+        return None, theta, align_corners, backend
+    # (grad_grid, size, align_corners[, backend]) positionally: size holds align_corners
+    if isinstance(align_corners, str):  # ... and align_corners the backend
+        if backend is not None:
+            raise TypeError(f"{op}: backend given twice ({align_corners!r} and {backend!r})")
+        return None, theta, size, align_corners
+    if align_corners:
+        raise TypeError(f"{op}: align_corners given twice (positionally as {size!r} and as a keyword)")
+    return None, theta, size, backend
+
+
+def _check_theta_for_backward(theta, tail: tuple, layout: str, grad_grid, size: tuple, backend: str) -> None:
+    """theta, when given to a backward: its layout, its batch (that of size) and grad_grid's dtype."""
+    _check_params("theta", theta, tail, layout, backend)
+    _check_size(size, theta.shape[0])
+    check_same_dtype("grad_grid", grad_grid, "theta", theta)
 
 
 def _base_xy(h: int, w: int, align_corners: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -163,7 +189,7 @@ def affine_grid(theta, size, align_corners: bool = False, backend: str | None = 
         ``torch.nn.functional.affine_grid``.
     """
     check_bool("align_corners", align_corners)
-    backend = resolve_backend(backend)
+    backend = resolve_backend(backend, theta)
     _check_params("theta", theta, (2, 3), "(N, 2, 3)", backend)
     n, _, h, w = _check_size(size, theta.shape[0])
     xs, ys = _base_xy(h, w, bool(align_corners))
@@ -172,25 +198,38 @@ def affine_grid(theta, size, align_corners: bool = False, backend: str | None = 
     return _kernels(backend).affine_grid(_as_array(theta), xs, ys)
 
 
-def affine_grid_backward(grad_grid, size, align_corners: bool = False, backend: str | None = None):
+def affine_grid_backward(grad_grid, theta, size=None, align_corners: bool = False, backend: str | None = None):
     """Gradient of the loss with respect to theta, given G = dL/dgrid.
 
     dL/dtheta[n, r, k] = sum_{i,j} G[n, i, j, r] * B_ij[k], with
     B_ij = (x_j^t, y_i^t, 1): the transpose of the (linear) forward map.
 
+    Two call forms, one result (the grid is linear in theta, so theta's
+    values are never read):
+
+    * ``affine_grid_backward(grad_grid, theta, size, align_corners=False, backend=None)``,
+      the package's rule for every backward (docs/DESIGN.md "Backward");
+    * ``affine_grid_backward(grad_grid, size, align_corners=False, backend=None)``,
+      theta left out.
+
     Parameters
     ----------
     grad_grid : array (N, H_out, W_out, 2)
+    theta : array (N, 2, 3), optional; checked against grad_grid (batch, dtype)
     size : (N, C, H_out, W_out), as given to :func:`affine_grid`
 
     Returns
     -------
     grad_theta : array (N, 2, 3), grad_grid's dtype
     """
+    theta, size, align_corners, backend = _theta_optional("affine_grid_backward", theta, size, align_corners,
+                                                          backend)
     check_bool("align_corners", align_corners)
-    backend = resolve_backend(backend)
+    backend = resolve_backend(backend, grad_grid, theta)
     size = _check_size(size)
     _check_grad_grid(grad_grid, size, backend)
+    if theta is not None:
+        _check_theta_for_backward(theta, (2, 3), "(N, 2, 3)", grad_grid, size, backend)
     _, _, h, w = size
     xs, ys = _base_xy(h, w, bool(align_corners))
     if backend == "numpy":

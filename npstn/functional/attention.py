@@ -25,13 +25,14 @@ from __future__ import annotations
 import numpy as np
 
 from npstn._backend import resolve_backend
-from npstn._checks import check_bool, check_same_dtype
+from npstn._checks import check_bool
 from npstn.functional.affine import (
     _as_array,
     _base_xy,
     _check_grad_grid,
     _check_params,
     _check_size,
+    _check_theta_for_backward,
     _kernels,
 )
 
@@ -53,7 +54,7 @@ def attention_grid(theta, size, align_corners: bool = False, backend: str | None
         ``grid[n, i, j] = (s x_j^t + t_x, s y_i^t + t_y)``.
     """
     check_bool("align_corners", align_corners)
-    backend = resolve_backend(backend)
+    backend = resolve_backend(backend, theta)
     _check_params("theta", theta, (3,), "(N, 3) = (s, t_x, t_y)", backend)
     _, _, h, w = _check_size(size, theta.shape[0])
     xs, ys = _base_xy(h, w, bool(align_corners))
@@ -67,15 +68,15 @@ def attention_grid_backward(grad_grid, theta, size, align_corners: bool = False,
     """dL/dtheta (N, 3) = (dL/ds, dL/dt_x, dL/dt_y) from G = dL/dgrid (N, H_out, W_out, 2).
 
     The grid is linear in theta, so theta's values are not needed; it is taken
-    (and validated) so that every generator's backward has the same signature.
+    (and validated) by the package's rule for every backward,
+    ``op_backward(grad_output, <inputs>, <keyword arguments>)``.
     The result has grad_grid's dtype.
     """
     check_bool("align_corners", align_corners)
-    backend = resolve_backend(backend)
-    _check_params("theta", theta, (3,), "(N, 3) = (s, t_x, t_y)", backend)
-    size = _check_size(size, theta.shape[0])
+    backend = resolve_backend(backend, grad_grid, theta)
+    size = _check_size(size)
     _check_grad_grid(grad_grid, size, backend)
-    check_same_dtype("grad_grid", grad_grid, "theta", theta)
+    _check_theta_for_backward(theta, (3,), "(N, 3) = (s, t_x, t_y)", grad_grid, size, backend)
     _, _, h, w = size
     xs, ys = _base_xy(h, w, bool(align_corners))
     if backend == "numpy":

@@ -1,8 +1,11 @@
 r"""The sampler: bilinear / nearest sampling of a feature map at a grid of points.
 
-This is the third part of a spatial transformer (paper Sec. 3.3, eq. 3-7),
-and this module's NumPy code is the readable specification that the ``cpu``
-and ``cuda`` kernels reproduce. It matches ``torch.nn.functional.grid_sample``
+This is the third part of a spatial transformer (paper Sec. 3.3, eq. 3-7;
+docs/PAPER.md "The sampler"), and this module's NumPy code is the readable
+specification that the ``cpu`` and ``cuda`` kernels reproduce. Each scalar
+formula below (unnormalisation, far clamp, padding, nearest, the bilinear
+weights, eq. 5, eq. 7) is one function of :mod:`npstn.kernels.formulas`,
+which this module calls on whole arrays and the kernels compile. It matches ``torch.nn.functional.grid_sample``
 (forward and autograd backward) for every mode, padding mode and
 ``align_corners``.
 
@@ -80,7 +83,7 @@ Sub-gradients at the kinks (PyTorch's conventions, pinned by tests):
   agree to rounding; the coordinate gradient at such points may be the left
   instead of the right one-sided derivative.
 
-Hostile grids (npstn's policy, not torch's; see DESIGN.md "Errors"):
+Hostile grids (npstn's policy, not torch's; see docs/DESIGN.md "Errors"):
 
 * a NaN or +-inf coordinate (either x or y) makes the point sample 0 in every
   padding mode, with zero grid gradient and no contribution to grad_input;
@@ -99,13 +102,14 @@ import numpy as np
 
 from npstn._backend import resolve_backend
 from npstn._checks import check_float_array, check_same_dtype, shape_str
+from npstn._device import is_device_array
+from npstn.kernels import formulas as fm
+from npstn.kernels.formulas import COORD_LIMIT
 
 __all__ = ["grid_sample", "grid_sample_backward"]
 
 MODES = ("bilinear", "nearest")
 PADDING_MODES = ("zeros", "border", "reflection")
-# Pixel coordinates are clamped to +-COORD_LIMIT (= 2**22) before padding.
-COORD_LIMIT = 4194304.0
 
 
 # ----------------------------------------------------------------------------
@@ -128,7 +132,8 @@ def grid_sample(input, grid, mode="bilinear", padding_mode="zeros", align_corner
     align_corners : bool
         False (default): -1 and +1 are the outer edges of the corner pixels.
         True: they are the centres of the corner pixels. As in PyTorch.
-    backend : "numpy", "cpu", "cuda" or None (the process-wide default)
+    backend : "numpy", "cpu", "cuda" or None: the input's location (a device
+        array means "cuda"), else the process-wide default (docs/DESIGN.md "Dispatch")
 
     Returns
     -------
@@ -138,7 +143,7 @@ def grid_sample(input, grid, mode="bilinear", padding_mode="zeros", align_corner
     Matches ``torch.nn.functional.grid_sample``; the module docstring has the
     equations, the unnormalisation formulas and the sub-gradient conventions.
     """
-    backend = resolve_backend(backend)
+    backend = resolve_backend(backend, input, grid)
     _check_args(input, grid, mode, padding_mode, align_corners, backend)
     if backend == "numpy":
         return _grid_sample_numpy(input, grid, mode, padding_mode, bool(align_corners))
@@ -172,7 +177,7 @@ def grid_sample_backward(grad_output, input, grid, mode="bilinear", padding_mode
     ``nearest`` has zero grid gradient; NaN/inf points get zero gradient and
     add nothing to ``grad_input``.
     """
-    backend = resolve_backend(backend)
+    backend = resolve_backend(backend, grad_output, input, grid)
     _check_args(input, grid, mode, padding_mode, align_corners, backend)
     _check_grad_output(grad_output, input, grid, backend)
     if backend == "numpy":
@@ -185,13 +190,8 @@ def grid_sample_backward(grad_output, input, grid, mode="bilinear", padding_mode
     return kernels.backward(grad_output, input, grid, mode, padding_mode, bool(align_corners))
 
 
-def _is_device_array(x) -> bool:
-    """A Numba CUDA device array (recognised without importing numba.cuda)."""
-    return not isinstance(x, np.ndarray) and hasattr(x, "copy_to_host")
-
-
 def _check_location(name: str, x, backend: str) -> None:
-    if backend != "cuda" and _is_device_array(x):
+    if backend != "cuda" and is_device_array(x):
         raise TypeError(
             f"{name} is a CUDA device array but backend={backend!r}; use backend='cuda' "
             f"or copy it to the host with .copy_to_host()"
@@ -245,67 +245,19 @@ def _check_grad_output(grad_output, input, grid, backend: str) -> None:
 
 
 # ----------------------------------------------------------------------------
-# Source coordinates: unnormalise, clamp far points, pad (each with its derivative)
+# Source coordinates: the formulas of npstn.kernels.formulas, on whole arrays
 # ----------------------------------------------------------------------------
 
-def unnormalize(coord, size: int, align_corners: bool):
-    """Normalised -> pixel coordinates, and d pixel / d coord (a scalar of coord's dtype)."""
-    t = coord.dtype.type
-    if align_corners:
-        scale = t((size - 1) / 2)
-        return (coord + 1) * scale, scale
-    scale = t(size / 2)
-    return (coord + 1) * scale - t(0.5), scale
-
-
-def clamp_far(p):
-    """Clamp to [-COORD_LIMIT, COORD_LIMIT] (inf included); derivative 1 inside, 0 where clamped."""
-    inside = np.abs(p) <= COORD_LIMIT
-    return np.clip(p, -COORD_LIMIT, COORD_LIMIT), inside.astype(p.dtype)
-
-
-def reflect_coordinates(p, size: int, align_corners: bool):
-    """Mirror pixel coordinates at the image edges; returns (reflected, derivative +-1).
-
-    The edges are low = -0.5 and low + span = W - 0.5 (align_corners=False) or
-    0 and W - 1 (True); the mirrored pattern repeats every 2 * span. A point
-    at distance t = p - low from the low edge lands at ``extra = |t| mod
-    2 span`` if that is in the first half period, else at ``2 span - extra``
-    (one more mirror, which flips the derivative, as does t < 0).
-    """
-    if align_corners:
-        low, twice_span = 0.0, 2.0 * (size - 1)
-    else:
-        low, twice_span = -0.5, 2.0 * size
-    if twice_span == 0.0:  # a single pixel with align_corners=True: everything maps onto it
-        return np.zeros_like(p), np.zeros_like(p)
-    t = p - low
-    extra = np.fmod(np.abs(t), twice_span)
-    reflected = twice_span - extra
-    flip = extra > reflected
-    out = np.where(flip, reflected, extra) + low
-    grad = np.where(flip != (t < 0), -1, 1).astype(p.dtype)
-    return out.astype(p.dtype, copy=False), grad
-
-
-def clip_coordinates(p, size: int):
-    """Clip to [0, size - 1]; derivative 1 strictly inside, 0 at and beyond the edges."""
-    grad = ((p > 0) & (p < size - 1)).astype(p.dtype)
-    return np.clip(p, 0, size - 1).astype(p.dtype, copy=False), grad
-
-
 def source_index(coord, size: int, padding_mode: str, align_corners: bool):
-    """x^s (pixels, after padding) and d x^s / d coord for normalised coordinates (finite)."""
-    p, scale = unnormalize(coord, size, align_corners)
-    p, grad = clamp_far(p)
-    grad = grad * scale
-    if padding_mode == "reflection":
-        p, g = reflect_coordinates(p, size, align_corners)
-        grad = grad * g
-    if padding_mode in ("border", "reflection"):
-        p, g = clip_coordinates(p, size)
-        grad = grad * g
-    return p, grad
+    """x^s (pixels, after padding) and d x^s / d coord for normalised coordinates (finite).
+
+    :func:`npstn.kernels.formulas.source_coordinate` on an array: unnormalise,
+    clamp far points to +-COORD_LIMIT, pad. Computed in coord's dtype.
+    """
+    t = coord.dtype.type
+    one, scale, shift = fm.unnormalize_constants(coord.dtype, size, align_corners)
+    return fm.source_coordinate(coord, one, scale, shift, t(COORD_LIMIT), t(size),
+                                fm.PADDING_CODES[padding_mode], align_corners)
 
 
 def _source_points(input, grid, padding_mode: str, align_corners: bool):
@@ -315,12 +267,25 @@ def _source_points(input, grid, padding_mode: str, align_corners: bool):
     computed at (0, 0) and masked out by the callers.
     """
     h_in, w_in = input.shape[2], input.shape[3]
-    valid = np.isfinite(grid).all(axis=-1)
+    valid = fm.isfinite(grid).all(axis=-1)
     g = np.where(valid[..., None], grid, 0).astype(grid.dtype, copy=False)
     with np.errstate(over="ignore"):  # float32 * scale may overflow to inf: clamp_far handles it
         xs, dxs = source_index(g[..., 0], w_in, padding_mode, align_corners)
         ys, dys = source_index(g[..., 1], h_in, padding_mode, align_corners)
     return xs, ys, dxs, dys, valid
+
+
+def _nearest(xs, ys):
+    """Integer indices of the nearest pixel (eq. 4, ties to even)."""
+    one = xs.dtype.type(1)
+    return fm.round_half_even(xs, one).astype(np.int64), fm.round_half_even(ys, one).astype(np.int64)
+
+
+def _corners(xs, ys):
+    """(x0, y0, fx, fy): the north-west neighbour (int64) and the fractional parts, (N, 1, H_out, W_out)."""
+    x0f, y0f = fm.floor(xs), fm.floor(ys)
+    fx, fy = (xs - x0f)[:, None], (ys - y0f)[:, None]  # broadcast over the channels
+    return x0f.astype(np.int64), y0f.astype(np.int64), fx, fy
 
 
 # ----------------------------------------------------------------------------
@@ -356,28 +321,23 @@ def _scatter_add(grad_input, yi, xi, valid, values):
 # NumPy forward and backward, side by side
 # ----------------------------------------------------------------------------
 
+def _neighbours(input, x0, y0, valid):
+    """U at the NW, NE, SW, SE neighbours of every point, each (N, C, H_out, W_out); 0 outside."""
+    return (_gather(input, y0, x0, valid), _gather(input, y0, x0 + 1, valid),
+            _gather(input, y0 + 1, x0, valid), _gather(input, y0 + 1, x0 + 1, valid))
+
+
 def _grid_sample_numpy(input, grid, mode, padding_mode, align_corners):
     input = np.asarray(input)
     grid = np.asarray(grid)
     xs, ys, _, _, valid = _source_points(input, grid, padding_mode, align_corners)
-    if mode == "nearest":  # eq. 4, ties to even
-        xn = np.rint(xs).astype(np.int64)
-        yn = np.rint(ys).astype(np.int64)
+    if mode == "nearest":  # eq. 4
+        xn, yn = _nearest(xs, ys)
         return _gather(input, yn, xn, valid)
-
     # eq. 5: the four neighbours and their weights
-    x0f, y0f = np.floor(xs), np.floor(ys)
-    fx, fy = (xs - x0f)[:, None], (ys - y0f)[:, None]  # (N, 1, H_out, W_out), broadcast over C
-    x0, y0 = x0f.astype(np.int64), y0f.astype(np.int64)
-    u_nw = _gather(input, y0, x0, valid)
-    u_ne = _gather(input, y0, x0 + 1, valid)
-    u_sw = _gather(input, y0 + 1, x0, valid)
-    u_se = _gather(input, y0 + 1, x0 + 1, valid)
-    w_nw = (1 - fy) * (1 - fx)
-    w_ne = (1 - fy) * fx
-    w_sw = fy * (1 - fx)
-    w_se = fy * fx
-    return u_nw * w_nw + u_ne * w_ne + u_sw * w_sw + u_se * w_se
+    x0, y0, fx, fy = _corners(xs, ys)
+    weights = fm.bilinear_weights(fx, fy, input.dtype.type(1))
+    return fm.bilinear_interpolate(*_neighbours(input, x0, y0, valid), *weights)
 
 
 def _grid_sample_backward_numpy(grad_output, input, grid, mode, padding_mode, align_corners):
@@ -388,29 +348,18 @@ def _grid_sample_backward_numpy(grad_output, input, grid, mode, padding_mode, al
     grad_input = np.zeros(input.shape, dtype=input.dtype)
     grad_grid = np.zeros(grid.shape, dtype=grid.dtype)
     if mode == "nearest":  # grad_input: route G to the nearest pixel; grad_grid: 0
-        xn = np.rint(xs).astype(np.int64)
-        yn = np.rint(ys).astype(np.int64)
+        xn, yn = _nearest(xs, ys)
         _scatter_add(grad_input, yn, xn, valid, grad_output)
         return grad_input, grad_grid
 
-    x0f, y0f = np.floor(xs), np.floor(ys)
-    fx, fy = (xs - x0f)[:, None], (ys - y0f)[:, None]
-    x0, y0 = x0f.astype(np.int64), y0f.astype(np.int64)
-
+    one = input.dtype.type(1)
+    x0, y0, fx, fy = _corners(xs, ys)
     # eq. 6: scatter G with the forward's weights
-    _scatter_add(grad_input, y0, x0, valid, (1 - fy) * (1 - fx) * grad_output)
-    _scatter_add(grad_input, y0, x0 + 1, valid, (1 - fy) * fx * grad_output)
-    _scatter_add(grad_input, y0 + 1, x0, valid, fy * (1 - fx) * grad_output)
-    _scatter_add(grad_input, y0 + 1, x0 + 1, valid, fy * fx * grad_output)
-
+    for (dy, dx), weight in zip(((0, 0), (0, 1), (1, 0), (1, 1)), fm.bilinear_weights(fx, fy, one)):
+        _scatter_add(grad_input, y0 + dy, x0 + dx, valid, weight * grad_output)
     # eq. 7: derivative w.r.t. the pixel coordinates, summed over channels ...
-    u_nw = _gather(input, y0, x0, valid)
-    u_ne = _gather(input, y0, x0 + 1, valid)
-    u_sw = _gather(input, y0 + 1, x0, valid)
-    u_se = _gather(input, y0 + 1, x0 + 1, valid)
-    gx = (((u_ne - u_nw) * (1 - fy) + (u_se - u_sw) * fy) * grad_output).sum(axis=1)
-    gy = (((u_sw - u_nw) * (1 - fx) + (u_se - u_ne) * fx) * grad_output).sum(axis=1)
+    dv_dx, dv_dy = fm.bilinear_coordinate_gradient(*_neighbours(input, x0, y0, valid), fx, fy, one)
     # ... then the chain rule through padding and unnormalisation
-    grad_grid[..., 0] = np.where(valid, gx * dxs, 0)
-    grad_grid[..., 1] = np.where(valid, gy * dys, 0)
+    grad_grid[..., 0] = np.where(valid, (dv_dx * grad_output).sum(axis=1) * dxs, 0)
+    grad_grid[..., 1] = np.where(valid, (dv_dy * grad_output).sum(axis=1) * dys, 0)
     return grad_input, grad_grid

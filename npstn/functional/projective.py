@@ -41,15 +41,18 @@ from __future__ import annotations
 import numpy as np
 
 from npstn._backend import resolve_backend
-from npstn._checks import check_bool, check_same_dtype
+from npstn._checks import check_bool
 from npstn.functional.affine import (
     _as_array,
     _base_xy,
     _check_grad_grid,
     _check_params,
     _check_size,
+    _check_theta_for_backward,
     _kernels,
 )
+from npstn.kernels import formulas as fm
+from npstn.kernels.formulas import PROJECTIVE_EPS, PROJECTIVE_FAR
 
 __all__ = [
     "projective_grid",
@@ -61,10 +64,8 @@ __all__ = [
 
 #: The identity homography's 8 parameters (a, b, c, d, e, f, g, h).
 PROJECTIVE_IDENTITY = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0)
-#: Magnitude of the coordinates given to points whose denominator |w| < eps.
-PROJECTIVE_FAR = 1e6
-#: Default threshold on |w| below which a point is sent "to infinity".
-PROJECTIVE_EPS = 1e-6
+# PROJECTIVE_FAR (the horizon's coordinate) and PROJECTIVE_EPS (the default
+# eps) live with the formulas, in npstn.kernels.formulas, and are re-exported here.
 
 _LAYOUT = "(N, 8) = (a, b, c, d, e, f, g, h)"
 
@@ -92,7 +93,7 @@ def projective_grid(theta, size, align_corners: bool = False, backend: str | Non
     grid : array (N, H_out, W_out, 2), theta's dtype; x^s = u/w, y^s = v/w.
     """
     check_bool("align_corners", align_corners)
-    backend = resolve_backend(backend)
+    backend = resolve_backend(backend, theta)
     _check_params("theta", theta, (8,), _LAYOUT, backend)
     _, _, h, w = _check_size(size, theta.shape[0])
     eps = _check_eps(eps)
@@ -109,11 +110,10 @@ def projective_grid_backward(grad_grid, theta, size, align_corners: bool = False
     The result has grad_grid's dtype (which must equal theta's).
     """
     check_bool("align_corners", align_corners)
-    backend = resolve_backend(backend)
-    _check_params("theta", theta, (8,), _LAYOUT, backend)
-    size = _check_size(size, theta.shape[0])
+    backend = resolve_backend(backend, grad_grid, theta)
+    size = _check_size(size)
     _check_grad_grid(grad_grid, size, backend)
-    check_same_dtype("grad_grid", grad_grid, "theta", theta)
+    _check_theta_for_backward(theta, (8,), _LAYOUT, grad_grid, size, backend)
     eps = _check_eps(eps)
     _, _, h, w = size
     xs, ys = _base_xy(h, w, bool(align_corners))
@@ -123,40 +123,26 @@ def projective_grid_backward(grad_grid, theta, size, align_corners: bool = False
 
 
 # ----------------------------------------------------------------------------
-# The NumPy specification (float64 inside, cast to the input dtype)
+# The NumPy specification: the formulas of npstn.kernels.formulas on whole arrays
+# (float64 inside, cast to the input dtype)
 # ----------------------------------------------------------------------------
 
 def _homogeneous_uvw(theta, xs, ys):
-    """u, v, w of every target point, each (N, H_out, W_out) in float64."""
+    """u, v, w of every target point, each (N, H_out, W_out) in float64 (formulas.homography)."""
     t = theta.astype(np.float64)[:, :, None, None]  # (N, 8, 1, 1)
-    x, y = xs[None, None, :], ys[None, :, None]
-    a, b, c, d, e, f, g, h = (t[:, k] for k in range(8))
-    u = a * x + b * y + c
-    v = d * x + e * y + f
-    w = g * x + h * y + 1.0
-    return u, v, w
+    return fm.homography(*(t[:, k] for k in range(8)), xs[None, None, :], ys[None, :, None])
 
 
 def _projective_grid_numpy(theta, xs, ys, eps):
     u, v, w = _homogeneous_uvw(theta, xs, ys)
-    far = np.abs(w) < eps  # on the horizon: send the point out of range
-    safe_w = np.where(far, 1.0, w)
-    grid = np.stack([u / safe_w, v / safe_w], axis=-1)
-    sign_w = np.copysign(1.0, w)
-    grid[..., 0] = np.where(far, PROJECTIVE_FAR * np.copysign(1.0, u) * sign_w, grid[..., 0])
-    grid[..., 1] = np.where(far, PROJECTIVE_FAR * np.copysign(1.0, v) * sign_w, grid[..., 1])
-    return grid.astype(theta.dtype)
+    x_s, y_s, _ = fm.projective_point(u, v, w, eps)  # far points on the horizon
+    return np.stack([x_s, y_s], axis=-1).astype(theta.dtype)
 
 
 def _projective_grid_backward_numpy(grad_grid, theta, xs, ys, eps):
     u, v, w = _homogeneous_uvw(theta, xs, ys)
-    far = np.abs(w) < eps
-    inv_w = np.where(far, 0.0, 1.0 / np.where(far, 1.0, w))  # 0 kills far points' gradient
+    _, _, inv_w = fm.projective_point(u, v, w, eps)  # 1/w = 0 kills far points' gradient
     g = grad_grid.astype(np.float64)
-    gx, gy = g[..., 0] * inv_w, g[..., 1] * inv_w  # G_x / w, G_y / w
-    x, y = xs[None, None, :], ys[None, :, None]
-    # q / w = (G_x x^s + G_y y^s) / w = (G_x u + G_y v) / w^2
-    q = (gx * u + gy * v) * inv_w
-    terms = [gx * x, gx * y, gx, gy * x, gy * y, gy, -q * x, -q * y]
-    grad = np.stack([np.broadcast_to(t, gx.shape).sum(axis=(1, 2)) for t in terms], axis=1)
+    terms = fm.projective_gradient(g[..., 0], g[..., 1], u, v, inv_w, xs[None, None, :], ys[None, :, None])
+    grad = np.stack([np.broadcast_to(t, u.shape).sum(axis=(1, 2)) for t in terms], axis=1)
     return grad.astype(grad_grid.dtype)

@@ -52,8 +52,11 @@ from npstn.functional.affine import (
     _check_grad_grid,
     _check_params,
     _check_size,
+    _check_theta_for_backward,
     _kernels,
+    _theta_optional,
 )
+from npstn.kernels import formulas as fm
 
 __all__ = ["tps_grid", "tps_grid_backward", "tps_control_points", "tps_matrix"]
 
@@ -95,18 +98,10 @@ def tps_control_points(num_control_points: int = 16, dtype=np.float64) -> np.nda
     return _control_points(k_total).astype(dtype, copy=True)
 
 
-def _radial_basis(r2: np.ndarray) -> np.ndarray:
-    """U = r^2 log r^2 from the squared distance r2, with U(0) = 0."""
-    out = np.zeros_like(r2)
-    pos = r2 > 0
-    out[pos] = r2[pos] * np.log(r2[pos])
-    return out
-
-
 def _tps_system_rows(points: np.ndarray, ctrl: np.ndarray) -> np.ndarray:
     """A(points) (P, K + 3): (U(|x - c_1|), ..., U(|x - c_K|), 1, x, y) per point."""
     r2 = ((points[:, None, :] - ctrl[None, :, :]) ** 2).sum(-1)
-    return np.concatenate([_radial_basis(r2), np.ones((len(points), 1)), points], axis=1)
+    return np.concatenate([fm.tps_radial_basis(r2), np.ones((len(points), 1)), points], axis=1)
 
 
 @functools.lru_cache(maxsize=None)
@@ -182,7 +177,7 @@ def tps_grid(theta, size, align_corners: bool = False, backend: str | None = Non
     grid : array (N, H_out, W_out, 2), theta's dtype; grid[n].reshape(-1, 2) = M @ theta[n].
     """
     check_bool("align_corners", align_corners)
-    backend = resolve_backend(backend)
+    backend = resolve_backend(backend, theta)
     k_total = _check_tps_theta(theta, backend)
     n, _, h, w = _check_size(size, theta.shape[0])
     m = tps_matrix(k_total, h, w, align_corners)
@@ -191,18 +186,43 @@ def tps_grid(theta, size, align_corners: bool = False, backend: str | None = Non
     return _kernels(backend).tps_grid(_as_array(theta), m, h, w)
 
 
-def tps_grid_backward(grad_grid, size, num_control_points: int = 16, align_corners: bool = False,
-                      backend: str | None = None):
+def tps_grid_backward(grad_grid, theta, size=None, align_corners: bool = False, backend: str | None = None,
+                      num_control_points: int | None = None):
     """dL/dtheta (N, K, 2) = M^T G[n] from G = dL/dgrid (N, H_out, W_out, 2).
 
-    The grid is linear in theta, so theta itself is not needed (only K).
+    Two call forms, one result (the grid is linear in theta, so theta's
+    values are never read; only K matters):
+
+    * ``tps_grid_backward(grad_grid, theta, size, align_corners=False, backend=None)``,
+      the package's rule for every backward (docs/DESIGN.md "Backward"); K is
+      theta's K;
+    * ``tps_grid_backward(grad_grid, size, num_control_points=16, align_corners=False, backend=None)``,
+      theta left out and K given instead.
+
     The result has grad_grid's dtype.
     """
+    if isinstance(theta, (tuple, list)) and size is not None and not isinstance(size, (tuple, list)):
+        # (grad_grid, size, num_control_points, ...) positionally: K sits in the size slot
+        if num_control_points is not None:
+            raise TypeError("tps_grid_backward: num_control_points given twice")
+        theta, size, num_control_points = None, theta, size
+    elif isinstance(theta, (tuple, list)):
+        theta, size, align_corners, backend = _theta_optional("tps_grid_backward", theta, size, align_corners,
+                                                              backend)
     check_bool("align_corners", align_corners)
-    backend = resolve_backend(backend)
-    k_total = _check_num_control_points(num_control_points)
+    backend = resolve_backend(backend, grad_grid, theta)
     size = _check_size(size)
     _check_grad_grid(grad_grid, size, backend)
+    if theta is None:
+        k_total = _check_num_control_points(16 if num_control_points is None else num_control_points)
+    else:
+        k_total = _check_tps_theta(theta, backend)
+        _check_theta_for_backward(theta, (k_total, 2), "(N, K, 2)", grad_grid, size, backend)
+        if num_control_points is not None and _check_num_control_points(num_control_points) != k_total:
+            raise ValueError(
+                f"num_control_points = {num_control_points} does not match theta, which has K = {k_total} "
+                "control points; leave num_control_points out when theta is given"
+            )
     _, _, h, w = size
     m = tps_matrix(k_total, h, w, align_corners)
     if backend == "numpy":

@@ -154,17 +154,17 @@ class SpatialTransformer(Module):
         self._x, self.theta, self.grid = x, theta, grid
         return (out, theta) if self.return_theta else out
 
-    def backward(self, grad_out):
+    def backward(self, grad_output):
         if self._x is None:
             raise RuntimeError("SpatialTransformer.backward called before forward")
         grad_theta_extra = None
         if self.return_theta:
-            grad_out, grad_theta_extra = grad_out
+            grad_output, grad_theta_extra = grad_output
         x, theta, grid = self._x, self.theta, self.grid
         if is_device_array(x):
-            return self._backward_cuda(grad_out, grad_theta_extra)
+            return self._backward_cuda(grad_output, grad_theta_extra)
         grad_x, grad_grid = F.grid_sample_backward(
-            grad_out, x, grid, mode=self.mode, padding_mode=self.padding_mode,
+            grad_output, x, grid, mode=self.mode, padding_mode=self.padding_mode,
             align_corners=self.align_corners, backend=self.backend)
         grad_theta = self.transform.grid_backward(
             grad_grid, theta, self._out_size(x), align_corners=self.align_corners, backend=self.backend)
@@ -173,15 +173,15 @@ class SpatialTransformer(Module):
         grad_x_loc = self.localization.backward(grad_theta)
         return grad_x + grad_x_loc
 
-    def _backward_cuda(self, grad_out, grad_theta_extra):
+    def _backward_cuda(self, grad_output, grad_theta_extra):
         """The same chain on the device (backend "cuda"); sums with a device kernel."""
         from npstn._device import to_device
         from npstn.kernels.cuda.elementwise import add
 
         x, theta, grid = self._x, self.theta, self.grid
-        grad_out = to_device(grad_out)
+        grad_output = to_device(grad_output)
         grad_x, grad_grid = F.grid_sample_backward(
-            grad_out, x, grid, mode=self.mode, padding_mode=self.padding_mode,
+            grad_output, x, grid, mode=self.mode, padding_mode=self.padding_mode,
             align_corners=self.align_corners, backend="cuda")
         grad_theta = self.transform.grid_backward(
             grad_grid, theta, self._out_size(x), align_corners=self.align_corners, backend="cuda")

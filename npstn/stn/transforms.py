@@ -126,7 +126,8 @@ class AffineTransform(Transform):
         return affine_grid(theta.reshape(theta.shape[0], 2, 3), size, align_corners, backend)
 
     def _grid_backward(self, grad_grid, theta, size, align_corners, backend):
-        grad = affine_grid_backward(grad_grid, size, align_corners, backend)  # (N, 2, 3)
+        grad = affine_grid_backward(grad_grid, theta.reshape(theta.shape[0], 2, 3), size, align_corners,
+                                    backend)  # (N, 2, 3)
         return grad.reshape(theta.shape[0], 6)
 
 
@@ -198,7 +199,8 @@ class TPSTransform(Transform):
         return tps_grid(theta.reshape(theta.shape[0], k, 2), size, align_corners, backend)
 
     def _grid_backward(self, grad_grid, theta, size, align_corners, backend):
-        grad = tps_grid_backward(grad_grid, size, self.num_control_points, align_corners, backend)
+        k = self.num_control_points
+        grad = tps_grid_backward(grad_grid, theta.reshape(theta.shape[0], k, 2), size, align_corners, backend)
         return grad.reshape(theta.shape[0], self.num_params)  # (N, K, 2) -> (N, 2K)
 
     def __repr__(self) -> str:

@@ -1,11 +1,20 @@
-"""CPU kernels of the grid generators: Numba ``@njit(parallel=True, cache=True)``.
+"""CPU kernels of the grid generators: Numba ``@njit(cache=True)``, serial or ``prange``.
 
 Each generator has a forward kernel (theta -> grid, ``prange`` over output
 rows (n, i), one output point after another along the row) and a backward
 kernel (grad_grid -> grad_theta, ``prange`` over batch elements, each
-accumulating its parameters' sums over all output points). The math is in
+accumulating its parameters' sums over all output points).
+
+Serial and parallel: the sampler's idiom (:mod:`npstn.kernels.cpu.grid_sample`).
+Every kernel is compiled twice from one body, by the factory
+:func:`_make_kernels`: with ``prange`` and as plain loops. :func:`_launch`
+runs calls with fewer than ``PARALLEL_MIN_POINTS`` grid points on the serial
+copy (starting the thread pool costs more than it saves there, and a serial
+call is immune to an oversubscribed machine) and hands the rows (or images)
+of larger ones out in chunks to whichever thread is free. The math is in
 :mod:`npstn.functional` (affine, attention, projective, tps); these kernels
-compute exactly the same expressions.
+compute exactly the same expressions (the projective ones call the very
+functions of :mod:`npstn.kernels.formulas` that the specification calls).
 
 Precision: the base-grid coordinates xs (W_out,), ys (H_out,) come in as
 float64, so every product and every sum is formed in float64 and rounded once
@@ -17,18 +26,16 @@ arrays, allocate the output and launch; the public functions in
 """
 from __future__ import annotations
 
-import math
-
 import numba
 import numpy as np
 from numba import njit, prange
 
-# Kept in sync with npstn.functional.projective.PROJECTIVE_FAR (a test checks).
-PROJECTIVE_FAR = 1e6
+from npstn.kernels import formulas as fm
+from npstn.kernels.formulas import PROJECTIVE_FAR  # noqa: F401 (re-exported: the horizon's coordinate)
 
 
 # ----------------------------------------------------------------------------
-# Affine (eq. 1): x^s = t00 x^t + t01 y^t + t02, y^s = t10 x^t + t11 y^t + t12
+# Affine (eq. 1), attention (eq. 2) and projective kernels, serial and parallel
 # ----------------------------------------------------------------------------
 
 #
@@ -36,28 +43,28 @@ PROJECTIVE_FAR = 1e6
 # get the care the sampler's do (the other generators keep the plain form):
 # theta's six numbers are read once per row instead of once per point, rows
 # are written through flat views (no wraparound checks, so the row loop
-# vectorises), small calls run a serial copy of the kernel (see
-# AFFINE_PARALLEL_MIN_POINTS), large ones hand their rows (images) out in
-# chunks to whichever thread is free, and the backward's sums are vectorised.
+# vectorises), and the backward's sums are vectorised.
 
-#: calls with fewer grid points (N * H_out * W_out) run the serial affine kernels
-AFFINE_PARALLEL_MIN_POINTS = 1 << 15
+#: calls with fewer grid points (N * H_out * W_out) run the serial kernels
+PARALLEL_MIN_POINTS = 1 << 15
+#: the threshold's older name, from when only the affine kernels had a serial copy
+AFFINE_PARALLEL_MIN_POINTS = PARALLEL_MIN_POINTS
 
 
-def _make_affine_kernels(parallel: bool):
-    """(grid kernel, backward kernel), compiled with ``prange`` (parallel) or as plain loops (serial).
+def _make_kernels(parallel: bool) -> dict:
+    """Every generator's kernels, compiled with ``prange`` (parallel) or as plain loops (serial).
 
-    The backward may reassociate its float64 sums, which lets the compiler
-    vectorise them; the order of a float64 sum is not part of the contract
-    (only its float64 accuracy is). The kernels name PARALLEL, a closure
-    variable, so that Numba's disk cache (which tells closures apart by
-    their bytecode and closure values, not by their options) keeps the
+    The affine backward may reassociate its float64 sums, which lets the
+    compiler vectorise them; the order of a float64 sum is not part of the
+    contract (only its float64 accuracy is). The kernels name PARALLEL, a
+    closure variable, so that Numba's disk cache (which tells closures apart
+    by their bytecode and closure values, not by their options) keeps the
     serial and the parallel ones apart.
     """
     PARALLEL = parallel
 
     @njit(parallel=parallel, cache=True)
-    def grid_kernel(theta, xs, ys, grid):
+    def affine_grid(theta, xs, ys, grid):
         # grid[n, i, j] = (t00 x_j + t01 y_i + t02, t10 x_j + t11 y_i + t12), summed in that order
         PARALLEL  # noqa: B018 (part of the cache key)
         n_batch, h, w = grid.shape[0], grid.shape[1], grid.shape[2]
@@ -76,7 +83,7 @@ def _make_affine_kernels(parallel: bool):
                 out[2 * j + 1] = t10 * x + t11y + t12
 
     @njit(parallel=parallel, cache=True, fastmath={"reassoc"})
-    def backward_kernel(grad_grid, xs, ys, grad_theta):
+    def affine_grid_backward(grad_grid, xs, ys, grad_theta):
         # dL/dtheta[n, r, :] = sum_ij G[n, i, j, r] * (x_j^t, y_i^t, 1)
         PARALLEL  # noqa: B018 (part of the cache key)
         n_batch, h, w = grad_grid.shape[0], grad_grid.shape[1], grad_grid.shape[2]
@@ -104,11 +111,86 @@ def _make_affine_kernels(parallel: bool):
             grad_theta[n, 1, 1] = gyy
             grad_theta[n, 1, 2] = gy1
 
-    return grid_kernel, backward_kernel
+    # Attention (eq. 2): x^s = s x^t + t_x, y^s = s y^t + t_y
+
+    @njit(parallel=parallel, cache=True)
+    def attention_grid(theta, xs, ys, grid):
+        PARALLEL  # noqa: B018 (part of the cache key)
+        n_batch, h, w = grid.shape[0], grid.shape[1], grid.shape[2]
+        for row in prange(n_batch * h):
+            n, i = row // h, row % h
+            s, tx, ty = theta[n, 0], theta[n, 1], theta[n, 2]
+            for j in range(w):
+                grid[n, i, j, 0] = s * xs[j] + tx
+                grid[n, i, j, 1] = s * ys[i] + ty
+
+    @njit(parallel=parallel, cache=True)
+    def attention_grid_backward(grad_grid, xs, ys, grad_theta):
+        # dL/ds = sum G_x x^t + G_y y^t;  dL/dt_x = sum G_x;  dL/dt_y = sum G_y
+        PARALLEL  # noqa: B018 (part of the cache key)
+        n_batch, h, w = grad_grid.shape[0], grad_grid.shape[1], grad_grid.shape[2]
+        for n in prange(n_batch):
+            ds = 0.0
+            dtx = 0.0
+            dty = 0.0
+            for i in range(h):
+                for j in range(w):
+                    gx = grad_grid[n, i, j, 0]
+                    gy = grad_grid[n, i, j, 1]
+                    ds += gx * xs[j] + gy * ys[i]
+                    dtx += gx
+                    dty += gy
+            grad_theta[n, 0] = ds
+            grad_theta[n, 1] = dtx
+            grad_theta[n, 2] = dty
+
+    # Projective: formulas.homography and formulas.projective_point (with the
+    # horizon policy) at every point; the backward sums formulas.projective_gradient
+
+    @njit(parallel=parallel, cache=True)
+    def projective_grid(theta, xs, ys, eps, grid):
+        PARALLEL  # noqa: B018 (part of the cache key)
+        n_batch, h, w = grid.shape[0], grid.shape[1], grid.shape[2]
+        for row in prange(n_batch * h):
+            n, i = row // h, row % h
+            a, b, c, d, e, f, g, hh = (theta[n, 0], theta[n, 1], theta[n, 2], theta[n, 3], theta[n, 4],
+                                       theta[n, 5], theta[n, 6], theta[n, 7])
+            y = ys[i]
+            for j in range(w):
+                u, v, den = fm.homography(a, b, c, d, e, f, g, hh, xs[j], y)
+                grid[n, i, j, 0], grid[n, i, j, 1], _ = fm.projective_point(u, v, den, eps)
+
+    @njit(parallel=parallel, cache=True)
+    def projective_grid_backward(grad_grid, theta, xs, ys, eps, grad_theta):
+        PARALLEL  # noqa: B018 (part of the cache key)
+        n_batch, h, w = grad_grid.shape[0], grad_grid.shape[1], grad_grid.shape[2]
+        for n in prange(n_batch):
+            a, b, c, d, e, f, g, hh = (theta[n, 0], theta[n, 1], theta[n, 2], theta[n, 3], theta[n, 4],
+                                       theta[n, 5], theta[n, 6], theta[n, 7])
+            acc = np.zeros(8)
+            for i in range(h):
+                y = ys[i]
+                for j in range(w):
+                    x = xs[j]
+                    u, v, den = fm.homography(a, b, c, d, e, f, g, hh, x, y)
+                    _, _, inv_w = fm.projective_point(u, v, den, eps)
+                    terms = fm.projective_gradient(grad_grid[n, i, j, 0], grad_grid[n, i, j, 1], u, v, inv_w,
+                                                   x, y)
+                    for k in range(8):
+                        acc[k] += terms[k]
+            for k in range(8):
+                grad_theta[n, k] = acc[k]
+
+    return {"affine_grid": affine_grid, "affine_grid_backward": affine_grid_backward,
+            "attention_grid": attention_grid, "attention_grid_backward": attention_grid_backward,
+            "projective_grid": projective_grid, "projective_grid_backward": projective_grid_backward}
 
 
-_affine_grid_kernel, _affine_grid_backward_kernel = _make_affine_kernels(True)
-_affine_grid_serial, _affine_grid_backward_serial = _make_affine_kernels(False)
+_PARALLEL = _make_kernels(True)
+_SERIAL = _make_kernels(False)
+# the names the tests use for the affine pair
+_affine_grid_kernel, _affine_grid_backward_kernel = _PARALLEL["affine_grid"], _PARALLEL["affine_grid_backward"]
+_affine_grid_serial, _affine_grid_backward_serial = _SERIAL["affine_grid"], _SERIAL["affine_grid_backward"]
 
 
 def _chunk(iterations: int) -> int:
@@ -116,146 +198,60 @@ def _chunk(iterations: int) -> int:
     return max(1, iterations // (8 * numba.get_num_threads()))
 
 
+def _launch(name: str, points: int, items: int, *args) -> None:
+    """Run kernel ``name`` on ``args``: serially below PARALLEL_MIN_POINTS grid points, else over
+    ``items`` parallel iterations (rows or images) in chunks."""
+    if points < PARALLEL_MIN_POINTS:
+        _SERIAL[name](*args)
+    else:
+        with numba.parallel_chunksize(_chunk(items)):
+            _PARALLEL[name](*args)
+
+
+def _empty_grid(theta, xs, ys):
+    return np.empty((theta.shape[0], ys.shape[0], xs.shape[0], 2), dtype=theta.dtype)
+
+
 def affine_grid(theta, xs, ys):
     """theta (N, 2, 3) -> grid (N, H_out, W_out, 2), theta's dtype."""
-    grid = np.empty((theta.shape[0], ys.shape[0], xs.shape[0], 2), dtype=theta.dtype)
-    if grid.size // 2 < AFFINE_PARALLEL_MIN_POINTS:
-        _affine_grid_serial(theta, xs, ys, grid)
-    else:
-        with numba.parallel_chunksize(_chunk(grid.shape[0] * grid.shape[1])):
-            _affine_grid_kernel(theta, xs, ys, grid)
+    grid = _empty_grid(theta, xs, ys)
+    _launch("affine_grid", grid.size // 2, grid.shape[0] * grid.shape[1], theta, xs, ys, grid)
     return grid
 
 
 def affine_grid_backward(grad_grid, xs, ys):
     """grad_grid (N, H_out, W_out, 2) -> grad_theta (N, 2, 3), grad_grid's dtype."""
     grad_theta = np.empty((grad_grid.shape[0], 2, 3), dtype=grad_grid.dtype)
-    if grad_grid.size // 2 < AFFINE_PARALLEL_MIN_POINTS:
-        _affine_grid_backward_serial(grad_grid, xs, ys, grad_theta)
-    else:
-        with numba.parallel_chunksize(_chunk(grad_grid.shape[0])):
-            _affine_grid_backward_kernel(grad_grid, xs, ys, grad_theta)
+    _launch("affine_grid_backward", grad_grid.size // 2, grad_grid.shape[0], grad_grid, xs, ys, grad_theta)
     return grad_theta
-
-
-# ----------------------------------------------------------------------------
-# Attention (eq. 2): x^s = s x^t + t_x, y^s = s y^t + t_y
-# ----------------------------------------------------------------------------
-
-@njit(parallel=True, cache=True)
-def _attention_grid_kernel(theta, xs, ys, grid):
-    n_batch, h, w = grid.shape[0], grid.shape[1], grid.shape[2]
-    for row in prange(n_batch * h):
-        n, i = row // h, row % h
-        s, tx, ty = theta[n, 0], theta[n, 1], theta[n, 2]
-        for j in range(w):
-            grid[n, i, j, 0] = s * xs[j] + tx
-            grid[n, i, j, 1] = s * ys[i] + ty
-
-
-@njit(parallel=True, cache=True)
-def _attention_grid_backward_kernel(grad_grid, xs, ys, grad_theta):
-    # dL/ds = sum G_x x^t + G_y y^t;  dL/dt_x = sum G_x;  dL/dt_y = sum G_y
-    n_batch, h, w = grad_grid.shape[0], grad_grid.shape[1], grad_grid.shape[2]
-    for n in prange(n_batch):
-        ds = 0.0
-        dtx = 0.0
-        dty = 0.0
-        for i in range(h):
-            for j in range(w):
-                gx = grad_grid[n, i, j, 0]
-                gy = grad_grid[n, i, j, 1]
-                ds += gx * xs[j] + gy * ys[i]
-                dtx += gx
-                dty += gy
-        grad_theta[n, 0] = ds
-        grad_theta[n, 1] = dtx
-        grad_theta[n, 2] = dty
 
 
 def attention_grid(theta, xs, ys):
     """theta (N, 3) = (s, t_x, t_y) -> grid (N, H_out, W_out, 2)."""
-    grid = np.empty((theta.shape[0], ys.shape[0], xs.shape[0], 2), dtype=theta.dtype)
-    _attention_grid_kernel(theta, xs, ys, grid)
+    grid = _empty_grid(theta, xs, ys)
+    _launch("attention_grid", grid.size // 2, grid.shape[0] * grid.shape[1], theta, xs, ys, grid)
     return grid
 
 
 def attention_grid_backward(grad_grid, xs, ys):
     """grad_grid (N, H_out, W_out, 2) -> grad_theta (N, 3)."""
     grad_theta = np.empty((grad_grid.shape[0], 3), dtype=grad_grid.dtype)
-    _attention_grid_backward_kernel(grad_grid, xs, ys, grad_theta)
+    _launch("attention_grid_backward", grad_grid.size // 2, grad_grid.shape[0], grad_grid, xs, ys, grad_theta)
     return grad_theta
-
-
-# ----------------------------------------------------------------------------
-# Projective: x^s = u / w, y^s = v / w with
-#   u = a x + b y + c,  v = d x + e y + f,  w = g x + h y + 1
-# ----------------------------------------------------------------------------
-
-@njit(parallel=True, cache=True)
-def _projective_grid_kernel(theta, xs, ys, eps, grid):
-    n_batch, h, w = grid.shape[0], grid.shape[1], grid.shape[2]
-    for row in prange(n_batch * h):
-        n, i = row // h, row % h
-        y = ys[i]
-        for j in range(w):
-            x = xs[j]
-            u = theta[n, 0] * x + theta[n, 1] * y + theta[n, 2]
-            v = theta[n, 3] * x + theta[n, 4] * y + theta[n, 5]
-            den = theta[n, 6] * x + theta[n, 7] * y + 1.0
-            if abs(den) < eps:  # on the horizon: far outside, in the limit's direction
-                sign_w = math.copysign(1.0, den)
-                grid[n, i, j, 0] = PROJECTIVE_FAR * math.copysign(1.0, u) * sign_w
-                grid[n, i, j, 1] = PROJECTIVE_FAR * math.copysign(1.0, v) * sign_w
-            else:
-                grid[n, i, j, 0] = u / den
-                grid[n, i, j, 1] = v / den
-
-
-@njit(parallel=True, cache=True)
-def _projective_grid_backward_kernel(grad_grid, theta, xs, ys, eps, grad_theta):
-    # dL/d(a, b, c) = sum G_x (x, y, 1) / w;  dL/d(d, e, f) = sum G_y (x, y, 1) / w
-    # dL/d(g, h) = -sum (G_x x^s + G_y y^s) (x, y) / w;  far points contribute 0
-    n_batch, h, w = grad_grid.shape[0], grad_grid.shape[1], grad_grid.shape[2]
-    for n in prange(n_batch):
-        acc = np.zeros(8)
-        for i in range(h):
-            y = ys[i]
-            for j in range(w):
-                x = xs[j]
-                den = theta[n, 6] * x + theta[n, 7] * y + 1.0
-                if abs(den) < eps:
-                    continue
-                u = theta[n, 0] * x + theta[n, 1] * y + theta[n, 2]
-                v = theta[n, 3] * x + theta[n, 4] * y + theta[n, 5]
-                x_src = u / den
-                y_src = v / den
-                gx = grad_grid[n, i, j, 0] / den
-                gy = grad_grid[n, i, j, 1] / den
-                q = gx * x_src + gy * y_src
-                acc[0] += gx * x
-                acc[1] += gx * y
-                acc[2] += gx
-                acc[3] += gy * x
-                acc[4] += gy * y
-                acc[5] += gy
-                acc[6] -= q * x
-                acc[7] -= q * y
-        for k in range(8):
-            grad_theta[n, k] = acc[k]
 
 
 def projective_grid(theta, xs, ys, eps):
     """theta (N, 8) -> grid (N, H_out, W_out, 2)."""
-    grid = np.empty((theta.shape[0], ys.shape[0], xs.shape[0], 2), dtype=theta.dtype)
-    _projective_grid_kernel(theta, xs, ys, float(eps), grid)
+    grid = _empty_grid(theta, xs, ys)
+    _launch("projective_grid", grid.size // 2, grid.shape[0] * grid.shape[1], theta, xs, ys, float(eps), grid)
     return grid
 
 
 def projective_grid_backward(grad_grid, theta, xs, ys, eps):
     """grad_grid (N, H_out, W_out, 2), theta (N, 8) -> grad_theta (N, 8)."""
     grad_theta = np.empty((grad_grid.shape[0], 8), dtype=grad_grid.dtype)
-    _projective_grid_backward_kernel(grad_grid, theta, xs, ys, float(eps), grad_theta)
+    _launch("projective_grid_backward", grad_grid.size // 2, grad_grid.shape[0], grad_grid, theta, xs, ys,
+            float(eps), grad_theta)
     return grad_theta
 
 

@@ -11,11 +11,13 @@ One thread per output point (n, h, w), looping over the channels:
   last bits of ``grad_input``, vary from run to run; float64 atomics need a
   GPU of compute capability 6.0 or newer.)
 
-The math and conventions are in :mod:`npstn.functional.grid_sample`. The
-padding helpers are compiled from the same Python source as the CPU
-backend's (:mod:`npstn.kernels.cpu.grid_sample`), so the two cannot drift
-apart. As there, the unnormalisation runs in the grid's dtype (typed
-constants are passed in from the host) and the rest in float64.
+The maths and conventions are in :mod:`npstn.functional.grid_sample`. Every
+formula (source coordinate with padding, nearest, the bilinear weights,
+eq. 5 and eq. 7) is the function of :mod:`npstn.kernels.formulas` that the
+NumPy specification and the cpu kernels call too, compiled here as a CUDA
+device function from the same Python source. As there, the arithmetic runs
+in the input's dtype with typed constants passed in from the host
+(``geo``, as for the cpu kernels); eq. 7's channel sum accumulates in float64.
 
 Host wrappers accept NumPy arrays (copied to the device; results copied
 back) or device arrays (results stay on the device as device arrays). Under
@@ -23,19 +25,34 @@ back) or device arrays (results stay on the device as device arrays). Under
 """
 from __future__ import annotations
 
-import math
-
 from numba import cuda
 
-from npstn.kernels.cpu import grid_sample as _cpu
+from npstn.kernels import formulas as fm
+from npstn.kernels.cpu.grid_sample import _geometry
 from npstn.kernels.cuda.common import cuda_module, launch_config, to_device
+from npstn.kernels.formulas import MODE_CODES, NEAREST, PADDING_CODES
 
 __all__ = ["forward", "backward"]
 
-NEAREST = _cpu.NEAREST
 
-pad_coordinate = cuda.jit(device=True)(_cpu.pad_coordinate.py_func)
-round_half_even = cuda.jit(device=True)(_cpu.round_half_even.py_func)
+@cuda.jit(device=True)
+def _point(t, grid, geo, h_in, w_in, padding_mode, align_corners):
+    """Output point t = (n, h, w) in C order: (n, h, w, valid, x^s, y^s, d x^s / d x, d y^s / d y)."""
+    w_out = grid.shape[2]
+    n_pts = grid.shape[1] * w_out
+    n = t // n_pts
+    h = (t % n_pts) // w_out
+    w = t % w_out
+    one, scale_x, scale_y, shift, limit, size_x, size_y = geo
+    gx = grid[n, h, w, 0]
+    gy = grid[n, h, w, 1]
+    valid = fm.isfinite(gx) and fm.isfinite(gy)
+    if not valid:  # npstn policy: a NaN/inf point samples 0 and gets no gradient
+        gx = one - one
+        gy = one - one
+    ix, dx = fm.source_coordinate(gx, one, scale_x, shift, limit, size_x, padding_mode, align_corners)
+    iy, dy = fm.source_coordinate(gy, one, scale_y, shift, limit, size_y, padding_mode, align_corners)
+    return n, h, w, valid, ix, iy, dx, dy
 
 
 # ----------------------------------------------------------------------------
@@ -43,122 +60,90 @@ round_half_even = cuda.jit(device=True)(_cpu.round_half_even.py_func)
 # ----------------------------------------------------------------------------
 
 @cuda.jit
-def _forward_kernel(inp, grid, out, one, scale_x, scale_y, shift, mode, padding_mode, align_corners):
+def _forward_kernel(inp, grid, out, geo, mode, padding_mode, align_corners):
     t = cuda.grid(1)
     n_chan, h_in, w_in = inp.shape[1], inp.shape[2], inp.shape[3]
-    h_out, w_out = grid.shape[1], grid.shape[2]
-    n_pts = h_out * w_out
-    if t >= grid.shape[0] * n_pts:
+    if t >= grid.shape[0] * grid.shape[1] * grid.shape[2]:
         return
-    n = t // n_pts
-    h = (t % n_pts) // w_out
-    w = t % w_out
-    gx = grid[n, h, w, 0]
-    gy = grid[n, h, w, 1]
-    if not (math.isfinite(gx) and math.isfinite(gy)):
-        for c in range(n_chan):  # npstn policy: a NaN/inf point samples 0
-            out[n, c, h, w] = 0.0
-        return
-    ix, dx = pad_coordinate((gx + one) * scale_x - shift, w_in, padding_mode, align_corners)
-    iy, dy = pad_coordinate((gy + one) * scale_y - shift, h_in, padding_mode, align_corners)
-    if mode == NEAREST:
-        xn = int(round_half_even(ix))
-        yn = int(round_half_even(iy))
-        inside = xn >= 0 and xn < w_in and yn >= 0 and yn < h_in
+    one = geo[0]
+    zero = one - one
+    n, h, w, valid, ix, iy, dx, dy = _point(t, grid, geo, h_in, w_in, padding_mode, align_corners)
+    if mode == NEAREST:  # eq. 4
+        xn = int(fm.round_half_even(ix, one))
+        yn = int(fm.round_half_even(iy, one))
+        inside = valid and xn >= 0 and xn < w_in and yn >= 0 and yn < h_in
         for c in range(n_chan):
-            if inside:
-                out[n, c, h, w] = inp[n, c, yn, xn]
-            else:
-                out[n, c, h, w] = 0.0
+            out[n, c, h, w] = inp[n, c, yn, xn] if inside else zero
         return
-    x0f = math.floor(ix)
-    y0f = math.floor(iy)
-    fx = ix - x0f
-    fy = iy - y0f
-    w_nw = (1.0 - fy) * (1.0 - fx)
-    w_ne = (1.0 - fy) * fx
-    w_sw = fy * (1.0 - fx)
-    w_se = fy * fx
+    x0f = fm.floor(ix)
+    y0f = fm.floor(iy)
+    w_nw, w_ne, w_sw, w_se = fm.bilinear_weights(ix - x0f, iy - y0f, one)
     x0 = int(x0f)
     y0 = int(y0f)
-    x0_in = x0 >= 0 and x0 < w_in
-    x1_in = x0 + 1 >= 0 and x0 + 1 < w_in
+    x0_in = valid and x0 >= 0 and x0 < w_in
+    x1_in = valid and x0 + 1 >= 0 and x0 + 1 < w_in
     y0_in = y0 >= 0 and y0 < h_in
     y1_in = y0 + 1 >= 0 and y0 + 1 < h_in
-    for c in range(n_chan):
-        v = 0.0
-        if y0_in and x0_in:
-            v += inp[n, c, y0, x0] * w_nw
-        if y0_in and x1_in:
-            v += inp[n, c, y0, x0 + 1] * w_ne
-        if y1_in and x0_in:
-            v += inp[n, c, y0 + 1, x0] * w_sw
-        if y1_in and x1_in:
-            v += inp[n, c, y0 + 1, x0 + 1] * w_se
-        out[n, c, h, w] = v
+    for c in range(n_chan):  # eq. 5; neighbours outside read 0
+        out[n, c, h, w] = fm.bilinear_interpolate(
+            inp[n, c, y0, x0] if y0_in and x0_in else zero, inp[n, c, y0, x0 + 1] if y0_in and x1_in else zero,
+            inp[n, c, y0 + 1, x0] if y1_in and x0_in else zero,
+            inp[n, c, y0 + 1, x0 + 1] if y1_in and x1_in else zero, w_nw, w_ne, w_sw, w_se)
 
 
 @cuda.jit
-def _backward_kernel(grad_output, inp, grid, grad_input, grad_grid, one, scale_x, scale_y, shift,
-                     mode, padding_mode, align_corners):
+def _backward_kernel(grad_output, inp, grid, grad_input, grad_grid, geo, mode, padding_mode, align_corners):
     t = cuda.grid(1)
     n_chan, h_in, w_in = inp.shape[1], inp.shape[2], inp.shape[3]
-    h_out, w_out = grid.shape[1], grid.shape[2]
-    n_pts = h_out * w_out
-    if t >= grid.shape[0] * n_pts:
+    if t >= grid.shape[0] * grid.shape[1] * grid.shape[2]:
         return
-    n = t // n_pts
-    h = (t % n_pts) // w_out
-    w = t % w_out
-    gx = grid[n, h, w, 0]
-    gy = grid[n, h, w, 1]
-    grad_grid[n, h, w, 0] = 0.0
-    grad_grid[n, h, w, 1] = 0.0
-    if not (math.isfinite(gx) and math.isfinite(gy)):
+    one = geo[0]
+    zero = one - one
+    n, h, w, valid, ix, iy, dx, dy = _point(t, grid, geo, h_in, w_in, padding_mode, align_corners)
+    grad_grid[n, h, w, 0] = zero
+    grad_grid[n, h, w, 1] = zero
+    if not valid:
         return  # zero gradient, no contribution to grad_input
-    ix, dx = pad_coordinate((gx + one) * scale_x - shift, w_in, padding_mode, align_corners)
-    iy, dy = pad_coordinate((gy + one) * scale_y - shift, h_in, padding_mode, align_corners)
-    if mode == NEAREST:
-        xn = int(round_half_even(ix))
-        yn = int(round_half_even(iy))
+    if mode == NEAREST:  # route G to the nearest pixel; no coordinate gradient
+        xn = int(fm.round_half_even(ix, one))
+        yn = int(fm.round_half_even(iy, one))
         if xn >= 0 and xn < w_in and yn >= 0 and yn < h_in:
             for c in range(n_chan):
                 cuda.atomic.add(grad_input, (n, c, yn, xn), grad_output[n, c, h, w])
         return
-    x0f = math.floor(ix)
-    y0f = math.floor(iy)
+    x0f = fm.floor(ix)
+    y0f = fm.floor(iy)
     fx = ix - x0f
     fy = iy - y0f
+    w_nw, w_ne, w_sw, w_se = fm.bilinear_weights(fx, fy, one)
     x0 = int(x0f)
     y0 = int(y0f)
     x0_in = x0 >= 0 and x0 < w_in
     x1_in = x0 + 1 >= 0 and x0 + 1 < w_in
     y0_in = y0 >= 0 and y0 < h_in
     y1_in = y0 + 1 >= 0 and y0 + 1 < h_in
-    gix = 0.0
+    gix = 0.0  # eq. 7's channel sums, float64
     giy = 0.0
     for c in range(n_chan):
         go = grad_output[n, c, h, w]
-        nw = 0.0
-        ne = 0.0
-        sw = 0.0
-        se = 0.0
-        if y0_in and x0_in:
+        nw = ne = sw = se = zero
+        if y0_in and x0_in:  # eq. 6: scatter G with the forward's weights
             nw = inp[n, c, y0, x0]
-            cuda.atomic.add(grad_input, (n, c, y0, x0), (1.0 - fy) * (1.0 - fx) * go)
+            cuda.atomic.add(grad_input, (n, c, y0, x0), w_nw * go)
         if y0_in and x1_in:
             ne = inp[n, c, y0, x0 + 1]
-            cuda.atomic.add(grad_input, (n, c, y0, x0 + 1), (1.0 - fy) * fx * go)
+            cuda.atomic.add(grad_input, (n, c, y0, x0 + 1), w_ne * go)
         if y1_in and x0_in:
             sw = inp[n, c, y0 + 1, x0]
-            cuda.atomic.add(grad_input, (n, c, y0 + 1, x0), fy * (1.0 - fx) * go)
+            cuda.atomic.add(grad_input, (n, c, y0 + 1, x0), w_sw * go)
         if y1_in and x1_in:
             se = inp[n, c, y0 + 1, x0 + 1]
-            cuda.atomic.add(grad_input, (n, c, y0 + 1, x0 + 1), fy * fx * go)
-        gix += ((ne - nw) * (1.0 - fy) + (se - sw) * fy) * go
-        giy += ((sw - nw) * (1.0 - fx) + (se - ne) * fx) * go
-    grad_grid[n, h, w, 0] = gix * (dx * scale_x)
-    grad_grid[n, h, w, 1] = giy * (dy * scale_y)
+            cuda.atomic.add(grad_input, (n, c, y0 + 1, x0 + 1), w_se * go)
+        dv_dx, dv_dy = fm.bilinear_coordinate_gradient(nw, ne, sw, se, fx, fy, one)
+        gix += dv_dx * go
+        giy += dv_dy * go
+    grad_grid[n, h, w, 0] = gix * dx
+    grad_grid[n, h, w, 1] = giy * dy
 
 
 @cuda.jit
@@ -183,10 +168,9 @@ def forward(input, grid, mode: str, padding_mode: str, align_corners: bool):
     n_batch, n_chan, h_in, w_in = d_inp.shape
     h_out, w_out = d_grid.shape[1], d_grid.shape[2]
     out = cu.device_array((n_batch, n_chan, h_out, w_out), dtype=d_inp.dtype)
-    one, sx, sy, shift = _cpu.unnormalize_constants(d_inp.dtype, h_in, w_in, align_corners)
     blocks, threads = launch_config(n_batch * h_out * w_out)
-    _forward_kernel[blocks, threads](d_inp, d_grid, out, one, sx, sy, shift, _cpu.MODE_CODES[mode],
-                                     _cpu.PADDING_CODES[padding_mode], bool(align_corners))
+    _forward_kernel[blocks, threads](d_inp, d_grid, out, _geometry(d_inp.dtype, h_in, w_in, align_corners),
+                                     MODE_CODES[mode], PADDING_CODES[padding_mode], bool(align_corners))
     return out.copy_to_host() if (inp_host and grid_host) else out
 
 
@@ -202,11 +186,10 @@ def backward(grad_output, input, grid, mode: str, padding_mode: str, align_corne
     grad_grid = cu.device_array(d_grid.shape, dtype=d_grid.dtype)
     blocks, threads = launch_config(n_batch * n_chan * h_in * w_in)
     _zero_kernel[blocks, threads](grad_input)
-    one, sx, sy, shift = _cpu.unnormalize_constants(d_inp.dtype, h_in, w_in, align_corners)
     blocks, threads = launch_config(n_batch * h_out * w_out)
-    _backward_kernel[blocks, threads](d_gout, d_inp, d_grid, grad_input, grad_grid, one, sx, sy, shift,
-                                      _cpu.MODE_CODES[mode], _cpu.PADDING_CODES[padding_mode],
-                                      bool(align_corners))
+    _backward_kernel[blocks, threads](d_gout, d_inp, d_grid, grad_input, grad_grid,
+                                      _geometry(d_inp.dtype, h_in, w_in, align_corners), MODE_CODES[mode],
+                                      PADDING_CODES[padding_mode], bool(align_corners))
     if gout_host and inp_host and grid_host:
         return grad_input.copy_to_host(), grad_grid.copy_to_host()
     return grad_input, grad_grid

@@ -1,14 +1,18 @@
 """CUDA kernels of the grid generators: Numba ``@cuda.jit``.
 
 Forward kernels run one thread per output point (n, i, j) and write its
-(x^s, y^s). Backward kernels run one thread per (n, parameter): the thread
-loops over all H_out * W_out points and accumulates that parameter's sum. A
+(x^s, y^s). Backward kernels run one thread per (n, parameter) (the
+projective one: per n, for its 8 sums at once): the thread loops over all
+H_out * W_out points and accumulates its sums. A
 grid has few parameters per batch element and the loops are short (a grid is
 at most a few thousand points), so this simple scheme is correct, free of
 atomics and races, and fast enough next to sampling; a block-wide tree
 reduction would be the next step if it ever shows in a profile.
 
-The math is in :mod:`npstn.functional` (affine, attention, projective, tps).
+The math is in :mod:`npstn.functional` (affine, attention, projective, tps);
+the projective map and its derivative are the device-function versions of
+:func:`npstn.kernels.formulas.homography`, ``projective_point`` and
+``projective_gradient``, the functions the NumPy specification calls.
 As on the CPU, base-grid coordinates are float64, so all arithmetic is in
 float64 and the result is rounded once into the output's dtype.
 
@@ -19,15 +23,12 @@ device (``_const``).
 """
 from __future__ import annotations
 
-import math
-
 import numpy as np
 from numba import cuda
 
+from npstn.kernels import formulas as fm
 from npstn.kernels.cuda.common import cuda_module, launch_config, to_device
-
-# Kept in sync with npstn.functional.projective.PROJECTIVE_FAR (a test checks).
-PROJECTIVE_FAR = 1e6
+from npstn.kernels.formulas import PROJECTIVE_FAR  # noqa: F401 (re-exported: the horizon's coordinate)
 
 
 def _finish(out, on_host: bool):
@@ -59,6 +60,29 @@ def _const(cu, a):
     d = cu.to_device(a)
     _CONST_CACHE[key] = (a, d)  # the host array is kept alive, so its id stays unique
     return d
+
+
+def _generate(kernel, theta, xs, ys, *extra):
+    """Launch a grid kernel ``kernel(theta, xs, ys, *extra, grid)``, one thread per output point."""
+    cu = cuda_module()
+    d_theta, on_host = to_device(theta)
+    grid = cu.device_array((theta.shape[0], ys.shape[0], xs.shape[0], 2), dtype=theta.dtype)
+    blocks, threads = launch_config(grid.size // 2)
+    kernel[blocks, threads](d_theta, _const(cu, xs), _const(cu, ys), *extra, grid)
+    return _finish(grid, on_host)
+
+
+def _differentiate(kernel, grad_grid, xs, ys, tail: tuple, threads_per_n: int, *extra):
+    """Launch ``kernel(grad_grid, *extra[:1], xs, ys, *extra[1:], grad_theta)``: grad_theta (N, *tail).
+
+    ``threads_per_n`` threads per batch element (one per parameter, or one in all).
+    """
+    cu = cuda_module()
+    d_grad, on_host = to_device(grad_grid)
+    grad_theta = cu.device_array((grad_grid.shape[0], *tail), dtype=grad_grid.dtype)
+    blocks, threads = launch_config(grad_grid.shape[0] * threads_per_n)
+    kernel[blocks, threads](d_grad, *extra[:1], _const(cu, xs), _const(cu, ys), *extra[1:], grad_theta)
+    return _finish(grad_theta, on_host)
 
 
 # ----------------------------------------------------------------------------
@@ -105,22 +129,12 @@ def _affine_grid_backward_kernel(grad_grid, xs, ys, grad_theta):
 
 def affine_grid(theta, xs, ys):
     """theta (N, 2, 3) -> grid (N, H_out, W_out, 2), on the device if theta is."""
-    cu = cuda_module()
-    d_theta, on_host = to_device(theta)
-    grid = cu.device_array((theta.shape[0], ys.shape[0], xs.shape[0], 2), dtype=theta.dtype)
-    blocks, threads = launch_config(grid.size // 2)
-    _affine_grid_kernel[blocks, threads](d_theta, _const(cu, xs), _const(cu, ys), grid)
-    return _finish(grid, on_host)
+    return _generate(_affine_grid_kernel, theta, xs, ys)
 
 
 def affine_grid_backward(grad_grid, xs, ys):
     """grad_grid (N, H_out, W_out, 2) -> grad_theta (N, 2, 3)."""
-    cu = cuda_module()
-    d_grad, on_host = to_device(grad_grid)
-    grad_theta = cu.device_array((grad_grid.shape[0], 2, 3), dtype=grad_grid.dtype)
-    blocks, threads = launch_config(grad_grid.shape[0] * 6)
-    _affine_grid_backward_kernel[blocks, threads](d_grad, _const(cu, xs), _const(cu, ys), grad_theta)
-    return _finish(grad_theta, on_host)
+    return _differentiate(_affine_grid_backward_kernel, grad_grid, xs, ys, (2, 3), 6)
 
 
 # ----------------------------------------------------------------------------
@@ -165,22 +179,12 @@ def _attention_grid_backward_kernel(grad_grid, xs, ys, grad_theta):
 
 def attention_grid(theta, xs, ys):
     """theta (N, 3) -> grid (N, H_out, W_out, 2)."""
-    cu = cuda_module()
-    d_theta, on_host = to_device(theta)
-    grid = cu.device_array((theta.shape[0], ys.shape[0], xs.shape[0], 2), dtype=theta.dtype)
-    blocks, threads = launch_config(grid.size // 2)
-    _attention_grid_kernel[blocks, threads](d_theta, _const(cu, xs), _const(cu, ys), grid)
-    return _finish(grid, on_host)
+    return _generate(_attention_grid_kernel, theta, xs, ys)
 
 
 def attention_grid_backward(grad_grid, xs, ys):
     """grad_grid (N, H_out, W_out, 2) -> grad_theta (N, 3)."""
-    cu = cuda_module()
-    d_grad, on_host = to_device(grad_grid)
-    grad_theta = cu.device_array((grad_grid.shape[0], 3), dtype=grad_grid.dtype)
-    blocks, threads = launch_config(grad_grid.shape[0] * 3)
-    _attention_grid_backward_kernel[blocks, threads](d_grad, _const(cu, xs), _const(cu, ys), grad_theta)
-    return _finish(grad_theta, on_host)
+    return _differentiate(_attention_grid_backward_kernel, grad_grid, xs, ys, (3,), 3)
 
 
 # ----------------------------------------------------------------------------
@@ -189,6 +193,7 @@ def attention_grid_backward(grad_grid, xs, ys):
 
 @cuda.jit
 def _projective_grid_kernel(theta, xs, ys, eps, grid):
+    # formulas.homography and formulas.projective_point (with the horizon policy), one thread per point
     t = cuda.grid(1)
     n_batch, h, w = grid.shape[0], grid.shape[1], grid.shape[2]
     if t >= n_batch * h * w:
@@ -196,76 +201,55 @@ def _projective_grid_kernel(theta, xs, ys, eps, grid):
     n = t // (h * w)
     i = (t // w) % h
     j = t % w
-    x = xs[j]
-    y = ys[i]
-    u = theta[n, 0] * x + theta[n, 1] * y + theta[n, 2]
-    v = theta[n, 3] * x + theta[n, 4] * y + theta[n, 5]
-    den = theta[n, 6] * x + theta[n, 7] * y + 1.0
-    if abs(den) < eps:  # on the horizon: far outside, in the limit's direction
-        sign_w = math.copysign(1.0, den)
-        grid[n, i, j, 0] = PROJECTIVE_FAR * math.copysign(1.0, u) * sign_w
-        grid[n, i, j, 1] = PROJECTIVE_FAR * math.copysign(1.0, v) * sign_w
-    else:
-        grid[n, i, j, 0] = u / den
-        grid[n, i, j, 1] = v / den
+    u, v, den = fm.homography(theta[n, 0], theta[n, 1], theta[n, 2], theta[n, 3], theta[n, 4], theta[n, 5],
+                              theta[n, 6], theta[n, 7], xs[j], ys[i])
+    grid[n, i, j, 0], grid[n, i, j, 1], _ = fm.projective_point(u, v, den, eps)
 
 
 @cuda.jit
 def _projective_grid_backward_kernel(grad_grid, theta, xs, ys, eps, grad_theta):
-    # thread (n, k), k indexing (a, b, c, d, e, f, g, h), b = (x^t, y^t, 1)[k % 3]:
-    #   k < 6:  dL/dtheta_k = sum G_r b / w, r = k // 3 (the x^s or the y^s row)
-    #   k >= 6: dL/dtheta_k = -sum (G_x x^s + G_y y^s) b / w
-    t = cuda.grid(1)
+    # thread n: the 8 sums over all points of formulas.projective_gradient (0 on the horizon)
+    n = cuda.grid(1)
     n_batch, h, w = grad_grid.shape[0], grad_grid.shape[1], grad_grid.shape[2]
-    if t >= n_batch * 8:
+    if n >= n_batch:
         return
-    n = t // 8
-    k = t % 8
-    acc = 0.0
+    s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = 0.0
     for i in range(h):
         y = ys[i]
         for j in range(w):
             x = xs[j]
-            den = theta[n, 6] * x + theta[n, 7] * y + 1.0
-            if abs(den) < eps:
-                continue
-            if k % 3 == 0:  # a, d, g
-                b = x
-            elif k % 3 == 1:  # b, e, h
-                b = y
-            else:  # c, f
-                b = 1.0
-            if k < 6:
-                acc += grad_grid[n, i, j, k // 3] * b / den
-            else:
-                u = theta[n, 0] * x + theta[n, 1] * y + theta[n, 2]
-                v = theta[n, 3] * x + theta[n, 4] * y + theta[n, 5]
-                q = (grad_grid[n, i, j, 0] * (u / den) + grad_grid[n, i, j, 1] * (v / den)) / den
-                acc -= q * b
-    grad_theta[n, k] = acc
+            u, v, den = fm.homography(theta[n, 0], theta[n, 1], theta[n, 2], theta[n, 3], theta[n, 4],
+                                      theta[n, 5], theta[n, 6], theta[n, 7], x, y)
+            _, _, inv_w = fm.projective_point(u, v, den, eps)
+            t0, t1, t2, t3, t4, t5, t6, t7 = fm.projective_gradient(grad_grid[n, i, j, 0], grad_grid[n, i, j, 1],
+                                                                    u, v, inv_w, x, y)
+            s0 += t0
+            s1 += t1
+            s2 += t2
+            s3 += t3
+            s4 += t4
+            s5 += t5
+            s6 += t6
+            s7 += t7
+    grad_theta[n, 0] = s0
+    grad_theta[n, 1] = s1
+    grad_theta[n, 2] = s2
+    grad_theta[n, 3] = s3
+    grad_theta[n, 4] = s4
+    grad_theta[n, 5] = s5
+    grad_theta[n, 6] = s6
+    grad_theta[n, 7] = s7
 
 
 def projective_grid(theta, xs, ys, eps):
     """theta (N, 8) -> grid (N, H_out, W_out, 2)."""
-    cu = cuda_module()
-    d_theta, on_host = to_device(theta)
-    grid = cu.device_array((theta.shape[0], ys.shape[0], xs.shape[0], 2), dtype=theta.dtype)
-    blocks, threads = launch_config(grid.size // 2)
-    _projective_grid_kernel[blocks, threads](d_theta, _const(cu, xs), _const(cu, ys), float(eps), grid)
-    return _finish(grid, on_host)
+    return _generate(_projective_grid_kernel, theta, xs, ys, float(eps))
 
 
 def projective_grid_backward(grad_grid, theta, xs, ys, eps):
     """grad_grid (N, H_out, W_out, 2), theta (N, 8) -> grad_theta (N, 8)."""
-    cu = cuda_module()
-    d_grad, on_host = to_device(grad_grid)
     d_theta, _ = to_device(theta)
-    grad_theta = cu.device_array((grad_grid.shape[0], 8), dtype=grad_grid.dtype)
-    blocks, threads = launch_config(grad_grid.shape[0] * 8)
-    _projective_grid_backward_kernel[blocks, threads](
-        d_grad, d_theta, _const(cu, xs), _const(cu, ys), float(eps), grad_theta
-    )
-    return _finish(grad_theta, on_host)
+    return _differentiate(_projective_grid_backward_kernel, grad_grid, xs, ys, (8,), 1, d_theta, float(eps))
 
 
 # ----------------------------------------------------------------------------
