@@ -105,7 +105,7 @@ def _add_training_options(p, sweep: bool = False) -> None:
     p.add_argument("--checkpoint-every", type=A.positive_int(MAX_STEPS),
                    help="checkpoint every K steps (default min(1000, steps/10))")
     p.add_argument("--input-norm", choices=["none", "standardize"],
-                   help="pixels in [0, 1] as they are (default) or standardised by the training mean and std")
+                   help="standardise the pixels by the training mean and std (default) or feed them as they are, in [0, 1]")
     p.add_argument("--train-set", choices=["fresh", "fixed"],
                    help="fresh distortions every step (default) or one fixed distorted copy of the 60k digits")
     p.add_argument("--backend", choices=list(npstn.BACKENDS), help="compute backend (default: NPSTN_BACKEND or cpu)")
@@ -142,7 +142,7 @@ def _cmd_train(args) -> int:
             # continue the run with the settings it was started with; options given here override
             fields = _stored_config(out)
             fields.update(given)
-            config = TrainConfig.from_dict(fields)
+            config = TrainConfig.from_stored(fields)
         config = dataclasses.replace(config, out=str(out))
         _check_model_size(config, "npstn train")
     except (TypeError, ValueError, OSError) as exc:

@@ -183,8 +183,13 @@ class _NaNAt:
     ("st-fcn", "(the training loss is nan|a parameter became NaN)"),
 ])
 def test_nan_stops_the_run_and_keeps_the_last_good_checkpoint(synthetic, tmp_path, monkeypatch, model, what):
-    real = T.data.load_train_source
-    monkeypatch.setattr(T.data, "load_train_source", lambda *a, **k: _NaNAt(real(*a, **k), 5))
+    real = T.data.prepare_data  # the NaN comes in the 5th training batch, whatever prepares the data
+
+    def nan_at_5(*a, **k):
+        source, test, norm = real(*a, **k)
+        return _NaNAt(source, 5), test, norm
+
+    monkeypatch.setattr(T.data, "prepare_data", nan_at_5)
     with pytest.raises(TrainingDiverged, match=rf"diverged at step 5: {what}.*step 4\)"):
         train(small(tmp_path, model=model, steps=8, checkpoint_every=2), progress=False)
     with np.load(tmp_path / "checkpoint.npz") as f:
@@ -308,7 +313,7 @@ def test_study_knobs_train_resume_exactly_and_evaluate(synthetic, tmp_path, monk
     for k in a:
         np.testing.assert_array_equal(a[k], b[k])
     norm = T.run_input_norm(tmp_path / "full")
-    assert (norm is None) == (kw.get("input_norm") != "standardize")
+    assert (norm is None) == (c.input_norm == "none")
     if norm is not None:
         assert full["input_norm_stats"] == norm and norm["std"] > 0
         # eval reads the run's own standardisation: the recorded error comes back
@@ -322,13 +327,19 @@ def test_study_knobs_train_resume_exactly_and_evaluate(synthetic, tmp_path, monk
         assert paths[0].name == "transformations.png" and paths[0].stat().st_size > 1000
 
 
-def test_configs_that_predate_a_field_resume_with_its_default(synthetic, tmp_path):
-    c = small(tmp_path / "old", model="fcn")
+def test_configs_that_predate_a_field_resume_with_what_they_were_trained_with(synthetic, tmp_path):
+    # a run from before input_norm and train_set existed: raw pixels, fresh data
+    c = small(tmp_path / "old", model="fcn", input_norm="none")
     train(c, progress=False)
     stored = json.loads((tmp_path / "old" / "metrics.json").read_text())["config"]
     for k in ("input_norm", "train_set"):
         stored.pop(k)
-    assert T._stored(stored, "train_set") == "fresh"
+    assert T._stored(stored, "train_set") == "fresh" and T._stored(stored, "input_norm") == "none"
+    assert T.DEFAULT_INPUT_NORM == "standardize" != T._stored(stored, "input_norm")  # not today's default
     T._check_resume_config(stored, c, tmp_path / "old")  # no difference reported
+    assert T.TrainConfig.from_stored(stored) == c
+    with pytest.raises(ValueError, match="input_norm: 'none' -> 'standardize'"):
+        T._check_resume_config(stored, small(tmp_path / "old", model="fcn"), tmp_path)
     with pytest.raises(ValueError, match="train_set"):
-        T._check_resume_config(stored, small(tmp_path / "old", model="fcn", train_set="fixed"), tmp_path)
+        T._check_resume_config(stored, small(tmp_path / "old", model="fcn", input_norm="none", train_set="fixed"),
+                               tmp_path)

@@ -39,6 +39,12 @@ _DETERMINING = ("model", "transform", "distortion", "steps", "batch_size", "lr",
 
 #: How the input pixels reach the network: as they are ([0, 1]), or standardised.
 INPUT_NORMS = ("none", "standardize")
+#: Inputs are standardised unless told otherwise (chosen by experiment: docs/training.md, and the
+#: Table 1 cause study in benchmarks/RESULTS.md; RTS, 30k steps: FCN 12.83 -> 9.21%, ST-FCN 1.85 -> 1.46%).
+DEFAULT_INPUT_NORM = "standardize"
+#: What a stored configuration that predates a field was trained with (config.json files written
+#: before the field existed): a missing ``input_norm`` means raw pixels, a missing ``train_set`` fresh data.
+LEGACY_DEFAULTS = {"input_norm": "none", "train_set": "fresh"}
 
 
 
@@ -65,7 +71,8 @@ class TrainConfig:
     weight_decay : L2 penalty (the paper: none)
     seed : seeds the initial weights and the training data stream
     width : classifier width override (None: parameter-matched, see npstn.models)
-    input_norm : "none" (pixels in [0, 1], the default) or "standardize":
+    input_norm : "standardize" (the default, :data:`DEFAULT_INPUT_NORM`) or "none" (pixels in [0, 1]);
+        standardize:
         subtract the mean and divide by the standard deviation of the
         distorted training pixels (measured on 8192 training images drawn
         with a fixed generator, independent of ``seed``), for training and
@@ -104,7 +111,7 @@ class TrainConfig:
     log_every: int | None = None
     eval_batch_size: int = 250
     max_loss: float = 100.0
-    input_norm: str = "none"
+    input_norm: str = DEFAULT_INPUT_NORM
     train_set: str = "fresh"
     backend: str | None = None
     data_dir: str | None = None
@@ -166,6 +173,12 @@ class TrainConfig:
         return d
 
     @classmethod
+    def from_stored(cls, d: dict) -> "TrainConfig":
+        """The configuration a stored ``config.json`` describes: a field it predates takes the value
+        runs had before the field existed (:data:`LEGACY_DEFAULTS`), not today's default."""
+        return cls.from_dict({**{k: v for k, v in LEGACY_DEFAULTS.items() if k not in d}, **d})
+
+    @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - names)
@@ -185,8 +198,11 @@ class TrainingDiverged(RuntimeError):
 
 
 def _stored(stored: dict, key: str):
-    """A stored configuration's value of ``key``; a field it predates reads as the field's default."""
+    """A stored configuration's value of ``key``; a field it predates reads as the value runs had
+    before the field existed (:data:`LEGACY_DEFAULTS`), else as the field's default."""
     if key in stored:
         return stored[key]
+    if key in LEGACY_DEFAULTS:
+        return LEGACY_DEFAULTS[key]
     field = {f.name: f for f in dataclasses.fields(TrainConfig)}[key]
     return field.default

@@ -327,7 +327,7 @@ def load_run(run_dir, weights: str = "final"):
             f"{str(run)!r} is not a run folder (no {CONFIG}); give the --out folder of `npstn train`"
         )
     try:
-        config = TrainConfig.from_dict(_stored_config(run))
+        config = TrainConfig.from_stored(_stored_config(run))
     except (TypeError, ValueError) as exc:
         raise RunFolderError(f"{str(run / CONFIG)!r} is not a valid npstn configuration ({exc})") from None
     model = build_model(config.model, config.transform, config.distortion, width=config.width,
