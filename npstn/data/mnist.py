@@ -3,7 +3,7 @@
 MNIST is read from the four standard IDX files, raw (``train-images-idx3-ubyte``)
 or gzipped (``train-images-idx3-ubyte.gz``). Every file is checked before use:
 the IDX header (magic number, dimensions), its size, and the SHA-256 digest of
-its *decompressed* bytes against :data:`MNIST_FILES` (the digests in DESIGN.md).
+its *decompressed* bytes against :data:`MNIST_FILES` (the digests in docs/DESIGN.md).
 A file that fails a check is named in the error, with the problem.
 
 Where the files are looked for, in order:
