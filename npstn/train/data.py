@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from npstn.train.checkpoint import CHECKPOINT, METRICS, _stored_config
+from npstn.train.checkpoint import _NPZ_ERRORS, CHECKPOINT, METRICS, _stored_config
 from npstn.train.config import TrainConfig
 
 def _data_module():
@@ -125,6 +125,15 @@ def prepare_data(config: TrainConfig, train_source, test):
 
 
 
+def _norm_stats(record) -> dict | None:
+    """``record["input_norm_stats"]`` when ``record`` (a metrics or checkpoint state) holds a usable one."""
+    stats = record.get("input_norm_stats") if isinstance(record, dict) else None
+    if (isinstance(stats, dict) and all(isinstance(stats.get(k), (int, float)) for k in ("mean", "std"))
+            and np.isfinite([stats["mean"], stats["std"]]).all() and stats["std"] > 0):
+        return {"mean": float(stats["mean"]), "std": float(stats["std"])}
+    return None
+
+
 def run_input_norm(run_dir):
     """The standardisation of a run made with ``input_norm="standardize"``: ``{"mean", "std"}``, else None.
 
@@ -135,11 +144,11 @@ def run_input_norm(run_dir):
     if config.get("input_norm", "none") == "none":
         return None
     with contextlib.suppress(OSError, ValueError):
-        stats = json.loads((run / METRICS).read_text()).get("input_norm_stats")
+        stats = _norm_stats(json.loads((run / METRICS).read_text()))
         if stats:
             return stats
-    with contextlib.suppress(OSError, ValueError, KeyError), np.load(run / CHECKPOINT, allow_pickle=False) as f:
-        stats = json.loads(str(f["state.json"])).get("input_norm_stats")
+    with contextlib.suppress(*_NPZ_ERRORS), np.load(run / CHECKPOINT, allow_pickle=False) as f:
+        stats = _norm_stats(json.loads(str(f["state.json"])))
         if stats:
             return stats
     raise ValueError(f"{str(run)!r} was trained on standardised inputs but records no mean and std")
