@@ -78,7 +78,7 @@ class MaxPool2d(_Pool2d):
         self._indices = None  # the argmax of each window, saved for the backward
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        check_float_array("MaxPool2d input", x, 4, what="(N, C, H, W)")
+        check_float_array("MaxPool2d input", x)
         out, self._indices = F.max_pool2d(x, *self._args(), return_indices=True,
                                           backend=layer_backend(self.backend, x))
         self._x, self._out_shape = x, tuple(out.shape)
@@ -127,7 +127,7 @@ class AvgPool2d(_Pool2d):
         return (*super()._args(), self.count_include_pad, self.divisor_override)
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        check_float_array("AvgPool2d input", x, 4, what="(N, C, H, W)")
+        check_float_array("AvgPool2d input", x)
         out = F.avg_pool2d(x, *self._args(), backend=layer_backend(self.backend, x))
         self._x, self._out_shape = x, tuple(out.shape)
         return out
