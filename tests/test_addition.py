@@ -21,6 +21,7 @@ from npstn.addition import (
 )
 from npstn.data import ADDITION_TEST_SEED, TEST_SEED, AdditionMNIST, addition_test_set, distort
 from npstn.data.distortions import GENERATOR_VERSION
+from test_train import synthetic_digits  # noqa: E402  (the tests' shared synthetic digits)
 from npstn.models import (
     ADDITION_MODELS,
     AdditionSpec,
@@ -30,21 +31,6 @@ from npstn.models import (
     build_model,
     format_addition_parameter_table,
 )
-
-
-def synthetic_digits(n: int, seed: int):
-    """n 28x28 uint8 images: class k is a bright bar at a class-specific place, plus noise.
-
-    The same generator as tests/test_train.py's: the noise makes every image unique.
-    """
-    rng = np.random.default_rng(seed)
-    y = np.arange(n) % 10
-    x = (rng.random((n, 28, 28)) * 40).astype(np.uint8)
-    for i, k in enumerate(y):
-        r = 5 + 2 * k
-        x[i, r:r + 3, 6:22] = 230
-        x[i, 8:20, 4 + 2 * k] = 200
-    return x, y.astype(np.int64)
 
 
 def _copy_rng(rng):

@@ -21,18 +21,9 @@ from npstn.cli import main  # noqa: E402
 
 
 def _install_synthetic_in_this_process():
-    import numpy as np
-
     from npstn import train as T
+    from npstn.bench.train import synthetic_digits as digits
     from npstn.data import DistortedMNIST, test_set
-
-    def digits(n, seed):
-        rng = np.random.default_rng(seed)
-        y = np.arange(n) % 10
-        x = (rng.random((n, 28, 28)) * 40).astype(np.uint8)
-        for i, k in enumerate(y):
-            x[i, 5 + 2 * k:8 + 2 * k, 6:22] = 230
-        return x, y.astype(np.int64)
 
     xtr, ytr = digits(40, 0)
     xte, yte = digits(20, 1)
