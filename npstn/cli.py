@@ -261,7 +261,69 @@ def _cmd_sweep(args) -> int:
     return _sweep(args, _split(args.models), _split(args.transforms), _split(args.distortions))
 
 
+def _colocalise_settings(args) -> dict:
+    """The ColocaliseConfig fields given on the command line."""
+    names = {"steps": "steps", "batch_size": "batch_size", "lr": "lr", "images": "images",
+             "encoder_steps": "encoder_steps", "data_dir": "data_dir"}
+    return {field: getattr(args, dest) for dest, field in names.items() if getattr(args, dest, None) is not None}
+
+
+def _cmd_colocalise(args) -> int:
+    from npstn.colocalisation import ColocaliseConfig, colocalise
+
+    variant = "TC" if args.clutter else "T"
+    out = args.out or f"runs/colocalise/{variant}/digit{args.digit}"
+    try:
+        if not args.out:
+            A.output_folder(out)
+        config = ColocaliseConfig(digit=args.digit, clutter=args.clutter, seed=args.seed, out=out,
+                                  **_colocalise_settings(args))
+    except argparse.ArgumentTypeError as exc:
+        return A.fail("npstn colocalise", f"--out (default {out}) {exc}")
+    except (TypeError, ValueError) as exc:
+        return A.fail("npstn colocalise", exc)
+    _apply_threads(args, "colocalise")
+    m = colocalise(config, progress=not args.quiet)
+    print(f"digit {config.digit} on {variant}: {m['localised_percent']:.0f}% localised (IoU > 0.5), "
+          f"mean IoU {m['mean_iou']:.2f}, {m['steps']} steps, {m['wall_seconds']:.0f} s; "
+          f"metrics: {out}/metrics.json, picture: {out}/boxes.png")
+    return 0
+
+
+def _cmd_reproduce_table5(args) -> int:
+    from npstn.colocalisation import ColocaliseConfig, reproduce_table5
+
+    out = args.out or "runs/table5"
+    try:
+        digits = [int(d) for d in _choices("--digits", _split(args.digits), [str(i) for i in range(10)])]
+        variants = [v.upper() for v in _choices("--variants", _split(args.variants), ["t", "tc"])]
+        settings = _colocalise_settings(args)
+        if settings.get("batch_size", 2) < 2:
+            raise ValueError(f"--batch-size must be at least 2 for table5 (the loss compares pairs), "
+                             f"got {settings['batch_size']}")
+        ColocaliseConfig(**settings)  # validate once, before any work
+        if not args.out:
+            A.output_folder(out)
+    except argparse.ArgumentTypeError as exc:
+        return A.fail("npstn reproduce", f"--out (default {out}) {exc}")
+    except (TypeError, ValueError) as exc:
+        return A.fail("npstn reproduce", exc)
+    _apply_threads(args, "reproduce")
+    results = reproduce_table5(out, digits, variants, progress=not args.quiet, report_only=args.report,
+                               seed=args.seed_start, **settings)
+    if not results:
+        return A.fail("npstn reproduce", f"--out {out}: no finished co-localisation runs there; run them "
+                      "first with the same command without --report")
+    print((Path(out) / "results.md").read_text())
+    print(f"npstn reproduce: {len(results)} cells; {out}/results.md, results.json")
+    return 0
+
+
 def _cmd_reproduce(args) -> int:
+    if args.table == "table5":
+        return _cmd_reproduce_table5(args)
+    if args.out is None:
+        args.out = "runs/table1"
     if args.report:  # no training: the table and the figure from the finished runs under --out
         from npstn.train import collect_results
         from npstn.train.sweep import _write_sweep_results
@@ -381,20 +443,54 @@ def build_parser() -> argparse.ArgumentParser:
     _add_sweep_options(s)
     s.set_defaults(func=_cmd_sweep)
 
-    r = sub.add_parser("reproduce", help="reproduce a table of the paper (table1)",
-                       description="Table 1 of the paper as a sweep: FCN, CNN, ST-FCN and ST-CNN (each "
+    r = sub.add_parser("reproduce", help="reproduce a table of the paper (table1, table5)",
+                       description="table1: Table 1 of the paper as a sweep: FCN, CNN, ST-FCN and ST-CNN (each "
                        "transform) on each distortion, --seeds runs each, 150k steps unless --steps. "
-                       "Same options and outputs as `npstn sweep`.")
-    r.add_argument("table", choices=["table1"])
+                       "Same options and outputs as `npstn sweep`. table5: co-localisation of each digit "
+                       "(--digits) on T and TC (--variants), one `npstn colocalise` run each into "
+                       "OUT/<T|TC>/digit<D>, seed --seed-start; --steps, --batch-size, --lr, --images and "
+                       "--encoder-steps apply to every cell.")
+    r.add_argument("table", choices=["table1", "table5"])
+    r.add_argument("--digits", default="0,1,2,3,4,5,6,7,8,9", help="table5: comma list of digits (default all)")
+    r.add_argument("--variants", default="t,tc", help="table5: comma list of t (plain) and tc (cluttered)")
+    r.add_argument("--images", type=A.int_range(2, 10_000, "an integer from 2 to 10000"), default=None,
+                   help="table5: images per set (default 100)")
+    r.add_argument("--encoder-steps", type=A.positive_int(MAX_STEPS), default=None,
+                   help="table5: training steps of the MNIST encoder (default 3000)")
+    r.add_argument("--quiet", action="store_true", help="table5: no progress bars")
     r.add_argument("--models", default="fcn,cnn,st-fcn,st-cnn", help="comma list (default: all four)")
     r.add_argument("--report", action="store_true",
                    help="train nothing: rebuild results.md, results.json and results.png (npstn against the "
                    "paper) from the finished run folders under --out")
     r.add_argument("--transforms", default="affine,projective,tps")
     r.add_argument("--distortions", default="r,rts,p,e")
-    r.add_argument("--out", type=A.output_folder, default="runs/table1")
+    r.add_argument("--out", type=A.output_folder, default=None, help="(default runs/table1 or runs/table5)")
     _add_sweep_options(r, seeds=3)  # the paper reports means of 3 runs
     r.set_defaults(func=_cmd_reproduce)
+
+    c = sub.add_parser("colocalise", help="co-localise one digit class in 84x84 canvases with an attention "
+                       "ST (the paper's Table 5)",
+                       description="Train an attention spatial transformer, with the hinge loss on the "
+                       "descriptors of an MNIST CNN (trained once and cached), to crop the one digit class "
+                       "in 100 84x84 canvases (--clutter: with 16 6x6 clutter patches each). Writes "
+                       "metrics.json (localised_percent: crops with IoU > 0.5) and boxes.png.")
+    c.add_argument("--digit", type=A.int_range(0, 9, "a digit from 0 to 9"), required=True)
+    c.add_argument("--clutter", action="store_true", help="the TC variant: 16 random 6x6 crops of other digits")
+    c.add_argument("--steps", type=A.positive_int(MAX_STEPS), default=None, help="SGD steps (default 1000)")
+    c.add_argument("--batch-size", type=A.int_range(2, MAX_BATCH, "an integer from 2 to 16384"), default=None,
+                   help="images per step, all their pairs in the loss (default 16)")
+    c.add_argument("--lr", type=A.nonnegative_float, default=None, help="learning rate (default 0.002)")
+    c.add_argument("--images", type=A.int_range(2, 10_000, "an integer from 2 to 10000"), default=None,
+                   help="images in the set (default 100)")
+    c.add_argument("--encoder-steps", type=A.positive_int(MAX_STEPS), default=None,
+                   help="training steps of the MNIST CNN encoder, cached once trained (default 3000)")
+    c.add_argument("--seed", type=A.seed, default=0, help="the transformer's weights and the batches")
+    c.add_argument("--out", type=A.output_folder, default=None,
+                   help="run folder (default runs/colocalise/<T|TC>/digit<D>)")
+    c.add_argument("--data-dir", type=A.input_folder, default=None, help="folder with the MNIST IDX files")
+    c.add_argument("--quiet", action="store_true", help="no progress bars")
+    _threads_option(c)
+    c.set_defaults(func=_cmd_colocalise)
 
     bn = sub.add_parser("bench", help="run a benchmark: sampler or train (npstn bench NAME --help)",
                         description="Run one of npstn's benchmarks; it prints a Markdown table and "

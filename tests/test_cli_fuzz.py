@@ -108,6 +108,16 @@ OPTIONS = [
     (["sweep"], "--distortions", ["q", ""]),
     *[(["reproduce", "table1"], o, POS_INT) for o in ("--seeds", "--jobs", "--steps")],
     (["reproduce", "table1"], "--distortions", ["zz"]),
+    *[(["colocalise", "--digit", "3"], o, POS_INT) for o in ("--steps", "--encoder-steps", "--threads")],
+    (["colocalise"], "--digit", ["10", "-1", "x", "3.5", ""]),
+    (["colocalise", "--digit", "3"], "--batch-size", POS_INT + ["1"]),
+    (["colocalise", "--digit", "3"], "--images", POS_INT + ["1", "10001"]),
+    (["colocalise", "--digit", "3"], "--lr", NONNEG_FLOAT),
+    (["colocalise", "--digit", "3"], "--seed", SEED),
+    *[(["reproduce", "table5"], o, POS_INT) for o in ("--steps", "--encoder-steps", "--batch-size")],
+    (["reproduce", "table5"], "--digits", ["10", "x", ",", "1,,a"]),
+    (["reproduce", "table5"], "--variants", ["tt", "", "t,x"]),
+    (["reproduce", "table5"], "--lr", NONNEG_FLOAT),
     *[(["demo"], o, POS_INT) for o in ("--steps",)],
     (["demo"], "--seed", SEED),
     *[(["quickstart"], o, POS_INT) for o in ("--steps", "--threads")],
@@ -132,7 +142,7 @@ HUGE = [(["train"], "--steps", "1000000000"), (["train"], "--batch-size", "10000
 def test_bad_option_value(cmd, option, value, run, capsys, tmp_path):
     before = hashes(run)
     argv = [run if a == "RUN" else a for a in cmd] + [f"{option}={value}"]
-    if cmd[0] in ("sweep", "reproduce", "demo", "quickstart"):
+    if cmd[0] in ("sweep", "reproduce", "demo", "quickstart", "colocalise"):
         argv += ["--out", tmp_path / "o"]
     line = refused(argv, capsys, names=[option] if option not in ("--model", "--backend") else None)
     assert "Traceback" not in line
@@ -157,7 +167,8 @@ def afile(tmp_path):
 
 @pytest.mark.parametrize("cmd", [["train", *TRAIN], ["demo", "--steps", "1"], ["quickstart", "--steps", "1"],
                                  ["sweep", "--steps", "1"], ["reproduce", "table1", "--steps", "1"],
-                                 ["viz", "RUN"]])
+                                 ["viz", "RUN"], ["colocalise", "--digit", "1", "--steps", "1"],
+                                 ["reproduce", "table5", "--steps", "1"]])
 @pytest.mark.parametrize("where", ["file", "inside-file"])
 def test_out_pointing_at_or_inside_a_file(cmd, where, afile, run, capsys):
     out = afile if where == "file" else afile / "sub" / "x"

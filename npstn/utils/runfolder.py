@@ -34,7 +34,7 @@ LOCK = ".npstn.lock"
 #: any of them already holds a run (or a user's own file of that name), and
 #: ``npstn train`` without ``--resume`` refuses to write there.
 NPSTN_FILES = ("config.json", "model.npz", "log.csv", "checkpoint.npz", "metrics.json",
-               "diverged.json", "eval.json", "viz")
+               "diverged.json", "eval.json", "viz", "boxes.png")
 
 # tempfile.mkstemp(prefix=".<name>.", suffix=".tmp"): 8 characters from [a-z0-9_]
 _TEMP = re.compile(r"^\.(?P<name>.+)\.[a-z0-9_]{8}\.tmp$")

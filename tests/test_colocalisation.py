@@ -1,0 +1,328 @@
+"""Co-localisation (paper A.2, Table 5): the hinge loss and its backward, boxes and IoU, the data,
+the encoder and its cache, a short run that must raise IoU, and the commands.
+
+Everything runs on synthetic digits (no MNIST) and tiny encoders.
+"""
+import json
+import warnings
+
+import numpy as np
+import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+
+import npstn.functional as F
+from npstn import colocalisation as C
+from npstn.cli import main
+from npstn.testing import gradcheck
+
+
+# ------------------------------------------------------------------------------- the loss
+def brute_force_loss(e, r, margin, reduction):
+    n = len(e)
+    total = 0.0
+    for i in range(n):
+        q = np.sum((e[i] - r[i]) ** 2)
+        for j in range(n):
+            if i != j:
+                total += max(0.0, np.sum((e[i] - e[j]) ** 2) - q + margin)
+    return total / (n * (n - 1)) if reduction == "mean" else total
+
+
+@st.composite
+def loss_cases(draw, max_n=5, max_d=4):
+    n = draw(st.integers(2, max_n))
+    d = draw(st.integers(1, max_d))
+    seed = draw(st.integers(0, 2**32 - 1))
+    rng = np.random.default_rng(seed)
+    e = rng.standard_normal((n, d))
+    r = e + draw(st.floats(0.1, 2.0)) * rng.standard_normal((n, d))
+    margin = draw(st.sampled_from([0.0, 0.5, 1.0, 3.0]))
+    reduction = draw(st.sampled_from(["mean", "sum"]))
+    return e, r, margin, reduction
+
+
+@settings(max_examples=25, deadline=None)
+@given(case=loss_cases())
+def test_loss_equals_the_pairwise_sum(case):
+    e, r, margin, reduction = case
+    got = F.colocalisation_loss(e, r, margin=margin, reduction=reduction)
+    np.testing.assert_allclose(got, brute_force_loss(e, r, margin, reduction), rtol=1e-10, atol=1e-12)
+
+
+@settings(max_examples=25, deadline=None)
+@given(case=loss_cases())
+def test_backward_matches_finite_differences(case):
+    e, r, margin, reduction = case
+    h = F.colocalisation_hinges(e, r, margin)
+    assume(np.min(np.abs(h[np.isfinite(h)])) > 1e-3)  # away from the hinge's kinks
+    g = np.random.default_rng(1).uniform(0.5, 2.0)  # a random upstream gradient, not 1
+
+    def forward(e, r):
+        return np.asarray(g * F.colocalisation_loss(e, r, margin=margin, reduction=reduction))
+
+    def backward(grad_out, e, r):  # gradcheck's own random upstream gradient, times g
+        return F.colocalisation_loss_backward(g * np.asarray(grad_out), e, r, margin=margin,
+                                              reduction=reduction)
+
+    assert gradcheck(forward, [e, r], backward=backward, eps=1e-6, atol=1e-6, rtol=1e-5)
+
+
+def test_backward_matches_torch_autograd():
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(3)
+    e, r = rng.standard_normal((6, 5)), rng.standard_normal((6, 5))
+    te, tr = torch.tensor(e, requires_grad=True), torch.tensor(r, requires_grad=True)
+    d = ((te[:, None] - te[None]) ** 2).sum(-1)
+    q = ((te - tr) ** 2).sum(-1)
+    h = torch.clamp(d - q[:, None] + 1.0, min=0) * (1 - torch.eye(6, dtype=torch.float64))
+    (h.sum() / 30 * 0.7).backward()
+    ge, gr = F.colocalisation_loss_backward(0.7, e, r)
+    np.testing.assert_allclose(ge, te.grad.numpy(), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(gr, tr.grad.numpy(), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(F.colocalisation_loss(e, r), h.sum().item() / 30, rtol=1e-12)
+
+
+def test_hinge_at_its_kink_takes_the_zero_subgradient():
+    e = np.ones((3, 2))  # every d_nm = 0 and q_n = 0: with margin 0 each hinge sits at 0
+    ge, gr = F.colocalisation_loss_backward(1.0, e, e.copy(), margin=0.0)
+    assert not ge.any() and not gr.any()
+    assert F.colocalisation_loss(e, e.copy(), margin=0.0) == 0
+
+
+def test_loss_keeps_float32_and_checks_its_arguments():
+    rng = np.random.default_rng(0)
+    e, r = rng.standard_normal((4, 3)).astype(np.float32), rng.standard_normal((4, 3)).astype(np.float32)
+    assert F.colocalisation_loss(e, r).dtype == np.float32
+    assert all(g.dtype == np.float32 for g in F.colocalisation_loss_backward(np.float32(1), e, r))
+    with pytest.raises(ValueError, match="random_embeddings"):
+        F.colocalisation_loss(e, r[:3])
+    with pytest.raises(ValueError, match="N >= 2"):
+        F.colocalisation_loss(e[:1], r[:1])
+    with pytest.raises(TypeError, match="dtype"):
+        F.colocalisation_loss(e, r.astype(np.float64))
+    with pytest.raises(ValueError, match="reduction"):
+        F.colocalisation_loss(e, r, reduction="none")
+    with pytest.raises(ValueError, match="margin"):
+        F.colocalisation_loss(e, r, margin=float("nan"))
+    with pytest.raises(ValueError, match="grad_output"):
+        F.colocalisation_loss_backward(np.ones(2), e, r)
+
+
+# ------------------------------------------------------------------------------- boxes and IoU
+def test_iou_known_values():
+    a = np.array([[0, 0, 2, 2], [0, 0, 2, 2], [0, 0, 2, 2], [0, 0, 1, 1]], dtype=float)
+    b = np.array([[0, 0, 2, 2], [1, 0, 3, 2], [5, 5, 6, 6], [0, 0, 0, 0]], dtype=float)
+    np.testing.assert_allclose(C.box_iou(a, b), [1.0, 1 / 3, 0.0, 0.0])
+    with pytest.raises(ValueError, match="x0 <= x1"):
+        C.box_iou(np.array([[2, 0, 1, 1.0]]), a[:1])
+    with pytest.raises(ValueError, match="same shape"):
+        C.box_iou(a, b[:2])
+
+
+boxes = st.tuples(st.floats(0, 50), st.floats(0, 50), st.floats(0.5, 30), st.floats(0.5, 30)).map(
+    lambda t: [t[0], t[1], t[0] + t[2], t[1] + t[3]])
+
+
+@settings(max_examples=40, deadline=None)
+@given(a=boxes, b=boxes, shift=st.floats(-20, 20))
+def test_iou_is_symmetric_bounded_and_shift_invariant(a, b, shift):
+    a, b = np.array([a]), np.array([b])
+    iou = C.box_iou(a, b)
+    assert 0 <= iou[0] <= 1
+    np.testing.assert_allclose(iou, C.box_iou(b, a), rtol=1e-12)
+    np.testing.assert_allclose(iou, C.box_iou(a + shift, b + shift), rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(C.box_iou(a, a), [1.0])
+
+
+def test_theta_to_box_and_back():
+    np.testing.assert_allclose(C.theta_to_box(np.array([[1 / 3, 0, 0]]), 84), [[28, 28, 56, 56]])
+    np.testing.assert_allclose(C.theta_to_box(np.array([[1.0, 0, 0]]), 84), [[0, 0, 84, 84]])
+    b = np.array([[3.0, 40, 31, 68], [56, 0, 84, 28]])
+    np.testing.assert_allclose(C.theta_to_box(C.box_to_theta(b, 84), 84), b, atol=1e-12)
+
+
+def test_the_box_of_a_crop_is_where_the_sampler_reads():
+    """Cropping with box_to_theta(true box) gives back the digit exactly (pixel centres hit pixel centres)."""
+    x, boxes_ = C.colocalisation_set(4, digits=DIGITS, labels=LABELS, images=6, seed=5)
+    theta = C.box_to_theta(boxes_, 84).astype(np.float32)
+    crops = F.grid_sample(x, F.attention_grid(theta, (6, 1, 28, 28)))
+    for i, (x0, y0, x1, y1) in enumerate(boxes_.astype(int)):
+        np.testing.assert_allclose(crops[i, 0], x[i, 0, y0:y1, x0:x1], atol=1e-5)
+
+
+# ------------------------------------------------------------------------------- data
+def synthetic_class_digits(n_per_class=12, seed=0):
+    """28x28 uint8 'digits': class k is a ring of radius 6 + k/2 with a bar at a class angle, plus noise."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:28, :28] - 13.5
+    rad = np.hypot(xx, yy)
+    out, labels = [], []
+    for k in range(10):
+        for _ in range(n_per_class):
+            img = np.clip(1.4 - np.abs(rad - 6 - k / 2 - rng.normal(0, 0.3)) / 1.2, 0, 1)
+            ang = np.pi * k / 10
+            along = xx * np.cos(ang) + yy * np.sin(ang)
+            across = -xx * np.sin(ang) + yy * np.cos(ang)
+            img = np.maximum(img, (np.abs(across) < 1.5) & (np.abs(along) < 7))
+            out.append((255 * np.clip(img + rng.uniform(0, 0.05, img.shape), 0, 1)).astype(np.uint8))
+            labels.append(k)
+    return np.array(out), np.array(labels)
+
+
+DIGITS, LABELS = synthetic_class_digits()
+
+
+def test_set_places_one_digit_class_at_its_box():
+    x, b = C.colocalisation_set(3, images=10, digits=DIGITS, labels=LABELS, seed=1)
+    assert x.shape == (10, 1, 84, 84) and x.dtype == np.float32 and b.shape == (10, 4)
+    assert ((b[:, 2] - b[:, 0]) == 28).all() and b.min() >= 0 and b.max() <= 84
+    own = DIGITS[LABELS == 3].astype(np.float32) / 255
+    for i, (x0, y0, x1, y1) in enumerate(b.astype(int)):
+        inside = x[i, 0, y0:y1, x0:x1]
+        assert any(np.array_equal(inside, d) for d in own)  # a digit of class 3, unchanged
+        outside = x[i, 0].copy()
+        outside[y0:y1, x0:x1] = 0
+        assert not outside.any()  # T: nothing else on the canvas
+    x2, b2 = C.colocalisation_set(3, images=10, digits=DIGITS, labels=LABELS, seed=1)
+    assert np.array_equal(x, x2) and np.array_equal(b, b2)
+
+
+def test_cluttered_set_adds_patches_of_other_digits():
+    x, b = C.colocalisation_set(3, clutter=True, images=10, digits=DIGITS, labels=LABELS, seed=1)
+    xt, bt = C.colocalisation_set(3, clutter=False, images=10, digits=DIGITS, labels=LABELS, seed=1)
+    assert x.min() >= 0 and x.max() <= 1
+    outside = x[:, 0].copy()
+    for i, (x0, y0, x1, y1) in enumerate(b.astype(int)):
+        outside[i, y0:y1, x0:x1] = 0
+    assert (outside > 0).sum() > 10 * 6  # clutter lands outside the digit's box
+    with pytest.raises(ValueError, match="digit"):
+        C.colocalisation_set(10, digits=DIGITS, labels=LABELS)
+    with pytest.raises(ValueError, match="only 12 images"):
+        C.colocalisation_set(3, images=13, digits=DIGITS, labels=LABELS)
+
+
+# ------------------------------------------------------------------------------- encoder
+def test_encoder_backward_matches_finite_differences():
+    enc = C.cnn_encoder(width=2, seed=0)
+    enc.scales = (0.5, 2.0, 1.5)
+    x = np.random.default_rng(0).random((2, 1, 28, 28))
+    assert gradcheck(enc, [x], params=False, max_elements=24)
+
+
+def test_bounded_attention_backward_and_bounds():
+    m = C.BoundedAttention(0.2, 1.0)
+    z = np.random.default_rng(0).normal(0, 2, (5, 3))
+    theta = m(z)
+    assert (theta[:, 0] > 0.2).all() and (theta[:, 0] < 1).all()
+    assert (np.abs(theta[:, 1:]) < 1 - theta[:, :1]).all()  # the box stays inside the canvas
+    b = C.theta_to_box(theta, 84)
+    assert (b >= 0).all() and (b <= 84).all()
+    np.testing.assert_allclose(m.raw_for(theta), z, rtol=1e-9, atol=1e-9)
+    assert gradcheck(m, [z], params=False)
+
+
+def tiny_encoder(seed=0):
+    enc = C.cnn_encoder(width=4, seed=seed)
+    enc.eval()
+    enc.calibrate((DIGITS[::7].astype(np.float32) / 255)[:, None])
+    return enc, {"kind": "random CNN, 4 filters"}
+
+
+def test_encoder_cache_reuses_detects_damage_and_never_touches_foreign_files(tmp_path):
+    kw = dict(width=2, steps=2, batch_size=4, digits=DIGITS, labels=LABELS, cache_dir=tmp_path, progress=False)
+    enc, info = C.mnist_encoder(**kw)
+    assert not info["cached"] and len(enc.scales) == 3
+    path = tmp_path / info["path"].split("/")[-1]
+    again, info2 = C.mnist_encoder(**kw)
+    assert info2["cached"] and info2["sha256"] == info["sha256"] and again.scales == enc.scales
+    for a, b in zip(enc.parameters(), again.parameters()):
+        np.testing.assert_array_equal(a.data, b.data)
+    path.write_bytes(path.read_bytes()[:100])  # damaged
+    with pytest.warns(UserWarning, match=str(path.name)):
+        _, info3 = C.mnist_encoder(**kw)
+    assert not info3["cached"] and C._sha256(path) == info3["sha256"]
+    (tmp_path / (path.name + ".sha256")).unlink()  # now the file is not npstn's
+    before = path.read_bytes()
+    with pytest.raises(ValueError, match="did not write it"):
+        C.mnist_encoder(**kw)
+    assert path.read_bytes() == before
+
+
+# ------------------------------------------------------------------------------- training
+def test_gradient_through_the_whole_chain_matches_finite_differences():
+    """dL/dtheta through the loss, the encoder's taps, the sampler and the attention grid (float64)."""
+    x, _ = C.colocalisation_set(2, images=4, digits=DIGITS, labels=LABELS, seed=3, spread=8)
+    x = x.astype(np.float64)
+    enc, _ = tiny_encoder()
+    enc.double()
+    rng = np.random.default_rng(0)
+    size = (4, 1, 28, 28)
+    r = enc(F.grid_sample(x, F.attention_grid(C._random_crops(4, rng, 84, np.float64), size))).copy()
+    theta = np.array([1 / 3, 0.02, -0.03]) + rng.normal(0, 0.03, (4, 3))
+
+    def forward(theta):
+        return np.asarray(F.colocalisation_loss(enc(F.grid_sample(x, F.attention_grid(theta, size))), r))
+
+    def backward(g, theta):
+        grid = F.attention_grid(theta, size)
+        e = enc(F.grid_sample(x, grid))
+        ge, _ = F.colocalisation_loss_backward(np.asarray(g), e, r)
+        _, gg = F.grid_sample_backward(enc.backward(ge), x, grid)
+        return F.attention_grid_backward(gg, theta, size)
+
+    # bilinear sampling has kinks at integer pixel positions: a loose tolerance for the few near one
+    assert gradcheck(forward, [theta], backward=backward, eps=1e-6, atol=1e-3, rtol=1e-2)
+
+
+def test_short_run_lowers_the_loss():
+    """SGD on the hinge loss lowers it (T, synthetic digits, a random 4-filter encoder)."""
+    x, b = C.colocalisation_set(2, images=12, digits=DIGITS, labels=LABELS, seed=3)
+    config = C.ColocaliseConfig(digit=2, steps=40, batch_size=8, lr=0.01, eval_every=20, images=12)
+    m = C.colocalise(config, progress=False, data=(x, b), encoder=tiny_encoder())
+    first, last = m["history"][1]["loss"], m["history"][-1]["loss"]
+    assert last < first - 0.05, m["history"]
+    assert [h["step"] for h in m["history"]] == [0, 4, 10, 20, 40]  # snapshots at 10%, 25%, 50% and the end
+    assert 0 <= m["localised_percent"] <= 100 and len(m["per_image_iou"]) == 12
+
+
+# ------------------------------------------------------------------------------- commands
+@pytest.fixture
+def synthetic_task(monkeypatch):
+    real_set = C.colocalisation_set
+
+    def fake_set(digit, clutter=False, *, images=C.NUM_IMAGES, seed=C.DATA_SEED, **kw):
+        return real_set(digit, clutter, images=min(images, 12), seed=seed, digits=DIGITS, labels=LABELS)
+
+    monkeypatch.setattr(C, "colocalisation_set", fake_set)
+    monkeypatch.setattr(C, "mnist_encoder", lambda **kw: tiny_encoder())
+
+
+def test_colocalise_command_writes_metrics_and_picture_and_refuses_to_overwrite(tmp_path, synthetic_task, capsys):
+    out = tmp_path / "run"
+    argv = ["colocalise", "--digit", "5", "--clutter", "--steps", "4", "--batch-size", "4", "--quiet",
+            "--threads", "1", "--out", str(out)]
+    assert main(argv) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["variant"] == "TC" and m["digit"] == 5 and m["steps"] == 4 and 0 <= m["localised_percent"] <= 100
+    assert (out / "boxes.png").stat().st_size > 1000 and (out / "log.csv").is_file()
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    capsys.readouterr()
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "metrics.json" in err[0]
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+def test_reproduce_table5_runs_cells_skips_finished_ones_and_reports(tmp_path, synthetic_task, capsys):
+    out = tmp_path / "t5"
+    argv = ["reproduce", "table5", "--digits", "1,7", "--variants", "t", "--steps", "3", "--batch-size", "4",
+            "--quiet", "--out", str(out)]
+    assert main(argv) == 0
+    table = (out / "results.md").read_text()
+    assert "| 1 |" in table and "| 7 |" in table and "75-93%" in table
+    stamp = (out / "T" / "digit1" / "metrics.json").stat().st_mtime_ns
+    assert main(argv) == 0  # finished cells are skipped
+    assert (out / "T" / "digit1" / "metrics.json").stat().st_mtime_ns == stamp
+    assert main(["reproduce", "table5", "--report", "--out", str(out)]) == 0
+    assert len(json.loads((out / "results.json").read_text())) == 2
