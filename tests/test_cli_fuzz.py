@@ -108,16 +108,17 @@ OPTIONS = [
     (["sweep"], "--distortions", ["q", ""]),
     *[(["reproduce", "table1"], o, POS_INT) for o in ("--seeds", "--jobs", "--steps")],
     (["reproduce", "table1"], "--distortions", ["zz"]),
-    *[(["colocalise", "--digit", "3"], o, POS_INT) for o in ("--steps", "--encoder-steps", "--threads")],
-    (["colocalise"], "--digit", ["10", "-1", "x", "3.5", ""]),
-    (["colocalise", "--digit", "3"], "--batch-size", POS_INT + ["1"]),
-    (["colocalise", "--digit", "3"], "--images", POS_INT + ["1", "10001"]),
-    (["colocalise", "--digit", "3"], "--lr", NONNEG_FLOAT),
-    (["colocalise", "--digit", "3"], "--seed", SEED),
-    *[(["reproduce", "table5"], o, POS_INT) for o in ("--steps", "--encoder-steps", "--batch-size")],
-    (["reproduce", "table5"], "--digits", ["10", "x", ",", "1,,a"]),
-    (["reproduce", "table5"], "--variants", ["tt", "", "t,x"]),
-    (["reproduce", "table5"], "--lr", NONNEG_FLOAT),
+    *[(["colocalise", "--digit", "3"], o, ["0", "1.5"]) for o in ("--steps", "--encoder-steps", "--threads")],
+    (["colocalise"], "--digit", ["10", "-1", "x"]),
+    (["colocalise", "--digit", "3"], "--batch-size", ["1", "abc"]),
+    (["colocalise", "--digit", "3"], "--images", ["1", "10001"]),
+    (["colocalise", "--digit", "3"], "--lr", ["-0.1", "nan"]),
+    (["colocalise", "--digit", "3"], "--seed", ["-1"]),
+    *[(["reproduce", "table5"], o, ["0"]) for o in ("--steps", "--encoder-steps", "--batch-size")],
+    (["reproduce", "table5"], "--batch-size", ["1"]),
+    (["reproduce", "table5"], "--digits", ["10", ","]),
+    (["reproduce", "table5"], "--variants", ["tt", "t,x"]),
+    (["reproduce", "table5"], "--lr", ["inf"]),
     *[(["demo"], o, POS_INT) for o in ("--steps",)],
     (["demo"], "--seed", SEED),
     *[(["quickstart"], o, POS_INT) for o in ("--steps", "--threads")],
@@ -163,6 +164,11 @@ def afile(tmp_path):
     p = tmp_path / "afile"
     p.write_text("mine")
     return p
+
+
+def test_colocalise_without_a_digit(tmp_path, capsys):
+    refused(["colocalise", "--out", tmp_path / "o"], capsys, names=["--digit"])
+    assert not (tmp_path / "o").exists()
 
 
 @pytest.mark.parametrize("cmd", [["train", *TRAIN], ["demo", "--steps", "1"], ["quickstart", "--steps", "1"],
