@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import json
 import math
 import os
@@ -59,13 +60,14 @@ import npstn.functional as F
 from npstn import nn
 from npstn.nn.module import Module, Sequential
 from npstn.stn.spatial_transformer import SpatialTransformer
-from npstn.utils.io import atomic_save_npz, atomic_write_json, atomic_write_text
+from npstn.utils.io import atomic_write_bytes, atomic_write_json, atomic_write_text
 
 __all__ = [
-    "CANVAS", "DIGIT_SIZE", "NUM_IMAGES", "CLUTTER_PATCHES", "CLUTTER_SIZE", "PAPER_TABLE5",
-    "ColocaliseConfig", "Encoder", "box_iou", "theta_to_box", "colocalisation_set",
-    "localisation_net", "build_transformer", "mnist_encoder", "encoder_cache_dir", "colocalise",
-    "reproduce_table5", "table5_markdown", "plot_boxes",
+    "CANVAS", "DIGIT_SIZE", "NUM_IMAGES", "CLUTTER_PATCHES", "CLUTTER_SIZE", "IOU_THRESHOLD", "DATA_SEED",
+    "ENCODER_VERSION", "PAPER_TABLE5", "RUN_FILES", "ColocaliseConfig", "Encoder", "BoundedAttention",
+    "box_iou", "theta_to_box", "box_to_theta", "colocalisation_set", "localisation_net", "build_transformer",
+    "cnn_encoder", "mnist_encoder", "encoder_cache_dir", "colocalise", "reproduce_table5", "table5_markdown",
+    "plot_boxes",
 ]
 
 #: Canvas side (the paper: 84), the digit's frame side, images per set (the paper: about 100).
@@ -179,7 +181,8 @@ def colocalisation_set(digit: int, clutter: bool = False, *, images: int = NUM_I
     rng = np.random.default_rng(np.random.SeedSequence(int(seed), spawn_key=(digit, int(bool(clutter)))))
     of_class = np.flatnonzero(pool_labels == digit)
     if len(of_class) < images:
-        raise ValueError(f"only {len(of_class)} images of digit {digit} to draw {images} from")
+        raise ValueError(f"images={images} is more than the {len(of_class)} images of digit {digit} there are "
+                         "to draw from; ask for fewer (--images)")
     idx = rng.choice(of_class, size=int(images), replace=False)
     n, c, s = int(images), int(canvas), DIGIT_SIZE
     if spread is None:
@@ -479,16 +482,12 @@ def mnist_encoder(*, width: int = 32, steps: int = 1500, batch_size: int = 64, l
             "architecture": "Table 1 CNN on 28x28: conv9-relu-maxpool2-conv7-relu-maxpool2-linear10"}
     arrays = {f"model/{k}": v for k, v in enc.net.state_dict().items()}
     arrays["meta.json"] = np.array(json.dumps(meta))
-    import io as _io
-
-    buf = _io.BytesIO()
+    buf = io.BytesIO()
     np.savez(buf, **arrays)
     blob = buf.getvalue()
     digest = hashlib.sha256(blob).hexdigest()
     try:
         atomic_write_text(record, digest + "\n")  # the record first: a crash leaves a file npstn may replace
-        from npstn.utils.io import atomic_write_bytes
-
         atomic_write_bytes(path, blob)
     except OSError as exc:
         warnings.warn(f"could not write the encoder cache {path} ({exc}); continuing without it", stacklevel=2)
@@ -545,6 +544,10 @@ class ColocaliseConfig:
                 raise ValueError(f"{k} must be a positive int, got {v!r}")
         if self.images < 2 or self.batch_size < 2:
             raise ValueError("images and batch_size must be at least 2 (the loss compares pairs)")
+        if self.bounded is not None:
+            if len(self.bounded) != 2:
+                raise ValueError(f"bounded must be None or (s_min, s_max), got {self.bounded!r}")
+            self.bounded = (float(self.bounded[0]), float(self.bounded[1]))
         if self.eval_every is not None and (not isinstance(self.eval_every, (int, np.integer)) or self.eval_every < 1):
             raise ValueError(f"eval_every must be None or a positive int, got {self.eval_every!r}")
         for k in ("lr", "momentum", "margin", "encoder_lr"):
@@ -561,7 +564,9 @@ class ColocaliseConfig:
         return self.eval_every or max(1, self.steps // 20)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        d["bounded"] = None if self.bounded is None else list(self.bounded)  # as JSON stores it
+        return d
 
 
 def _random_crops(n, rng, canvas, dtype):

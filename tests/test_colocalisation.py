@@ -198,7 +198,7 @@ def test_cluttered_set_adds_patches_of_other_digits():
     assert (outside > 0).sum() > 10 * 6  # clutter lands outside the digit's box
     with pytest.raises(ValueError, match="digit"):
         C.colocalisation_set(10, digits=DIGITS, labels=LABELS)
-    with pytest.raises(ValueError, match="only 12 images"):
+    with pytest.raises(ValueError, match="more than the 12 images"):
         C.colocalisation_set(3, images=13, digits=DIGITS, labels=LABELS)
 
 
@@ -327,3 +327,15 @@ def test_reproduce_table5_runs_cells_skips_finished_ones_and_reports(tmp_path, s
     assert main(["reproduce", "table5", "--report", "--out", str(out)]) == 0
     assert [r["digit"] for r in json.loads((out / "results.json").read_text())] == [7]
     assert main(["reproduce", "table5", "--report", "--out", str(tmp_path / "empty")]) == 2
+
+
+def test_config_checks_its_fields():
+    with pytest.raises(ValueError, match="digit"):
+        C.ColocaliseConfig(digit=11)
+    with pytest.raises(ValueError, match="at least 2"):
+        C.ColocaliseConfig(batch_size=1)
+    with pytest.raises(ValueError, match="lr"):
+        C.ColocaliseConfig(lr=float("nan"))
+    c = C.ColocaliseConfig(digit=4, clutter=1, bounded=[0.2, 1])
+    assert c.variant == "TC" and c.bounded == (0.2, 1.0)
+    assert json.loads(json.dumps(c.to_dict()))["bounded"] == [0.2, 1.0]

@@ -17,6 +17,7 @@ docs/DESIGN.md "The functional contract")::
                count_include_pad=True, divisor_override=None) -> output
     relu(input) -> output
     cross_entropy(input, target, reduction="mean") -> loss
+    colocalisation_loss(embeddings, random_embeddings, margin=1.0, reduction="mean") -> loss
 
 One rule for every backward (docs/DESIGN.md "Backward: one rule")::
 
@@ -35,6 +36,8 @@ One rule for every backward (docs/DESIGN.md "Backward: one rule")::
     max_pool2d_backward(grad_output, input, kernel_size, ...) -> grad_input
     relu_backward(grad_output, input) -> grad_input
     cross_entropy_backward(grad_loss, input, target) -> grad_input
+    colocalisation_loss_backward(grad_loss, embeddings, random_embeddings, margin=1.0, ...)
+        -> (grad_embeddings, grad_random_embeddings)
 
 The upstream gradient is named after the forward's output: ``grad_grid`` for
 the grid generators, ``grad_output`` for ops that return an array; for
