@@ -456,7 +456,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--images", type=A.int_range(2, 10_000, "an integer from 2 to 10000"), default=None,
                    help="table5: images per set (default 100)")
     r.add_argument("--encoder-steps", type=A.positive_int(MAX_STEPS), default=None,
-                   help="table5: training steps of the MNIST encoder (default 3000)")
+                   help="table5: training steps of the MNIST encoder (default 1500)")
     r.add_argument("--quiet", action="store_true", help="table5: no progress bars")
     r.add_argument("--models", default="fcn,cnn,st-fcn,st-cnn", help="comma list (default: all four)")
     r.add_argument("--report", action="store_true",
@@ -468,22 +468,26 @@ def build_parser() -> argparse.ArgumentParser:
     _add_sweep_options(r, seeds=3)  # the paper reports means of 3 runs
     r.set_defaults(func=_cmd_reproduce)
 
+    from npstn.colocalisation import ColocaliseConfig
+
+    cc = ColocaliseConfig()  # its defaults, for the help
     c = sub.add_parser("colocalise", help="co-localise one digit class in 84x84 canvases with an attention "
                        "ST (the paper's Table 5)",
                        description="Train an attention spatial transformer, with the hinge loss on the "
                        "descriptors of an MNIST CNN (trained once and cached), to crop the one digit class "
                        "in 100 84x84 canvases (--clutter: with 16 6x6 clutter patches each). Writes "
                        "metrics.json (localised_percent: crops with IoU > 0.5) and boxes.png.")
-    c.add_argument("--digit", type=A.int_range(0, 9, "a digit from 0 to 9"), required=True)
+    c.add_argument("--digit", type=A.digit, required=True,
+                   help="the digit class to co-localise, 0-9")
     c.add_argument("--clutter", action="store_true", help="the TC variant: 16 random 6x6 crops of other digits")
-    c.add_argument("--steps", type=A.positive_int(MAX_STEPS), default=None, help="SGD steps (default 1000)")
+    c.add_argument("--steps", type=A.positive_int(MAX_STEPS), default=None, help=f"SGD steps (default {cc.steps})")
     c.add_argument("--batch-size", type=A.int_range(2, MAX_BATCH, "an integer from 2 to 16384"), default=None,
-                   help="images per step, all their pairs in the loss (default 16)")
-    c.add_argument("--lr", type=A.nonnegative_float, default=None, help="learning rate (default 0.002)")
+                   help=f"images per step, all their pairs in the loss (default {cc.batch_size})")
+    c.add_argument("--lr", type=A.nonnegative_float, default=None, help=f"learning rate (default {cc.lr:g}, momentum {cc.momentum:g})")
     c.add_argument("--images", type=A.int_range(2, 10_000, "an integer from 2 to 10000"), default=None,
-                   help="images in the set (default 100)")
+                   help=f"images in the set (default {cc.images})")
     c.add_argument("--encoder-steps", type=A.positive_int(MAX_STEPS), default=None,
-                   help="training steps of the MNIST CNN encoder, cached once trained (default 3000)")
+                   help=f"training steps of the MNIST CNN encoder, cached once trained (default {cc.encoder_steps})")
     c.add_argument("--seed", type=A.seed, default=0, help="the transformer's weights and the batches")
     c.add_argument("--out", type=A.output_folder, default=None,
                    help="run folder (default runs/colocalise/<T|TC>/digit<D>)")

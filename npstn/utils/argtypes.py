@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 
 __all__ = [
-    "Parser", "positive_int", "nonnegative_int", "seed", "finite_float", "nonnegative_float",
+    "Parser", "positive_int", "nonnegative_int", "seed", "digit", "finite_float", "nonnegative_float",
     "positive_float", "fraction_list", "int_range", "run_folder", "output_folder", "output_file", "input_folder",
     "input_file", "one_line", "MAX_SEED",
 ]
@@ -85,6 +85,14 @@ def nonnegative_int(hi: int | None = None):
 
 
 seed = int_range(0, MAX_SEED, "a non-negative integer (a seed)")
+
+
+def digit(text) -> int:
+    """A digit class, 0..9."""
+    try:
+        return int_range(0, 9)(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"must be a digit from 0 to 9, got {text!r}") from None
 
 
 def _float(text, ok, what):
