@@ -74,7 +74,8 @@ def _cmd_data(args) -> int:
 # Options of `npstn train` that map onto TrainConfig fields (dest -> field).
 _TRAIN_FIELDS = ("model", "transform", "distortion", "steps", "batch_size", "seed", "out", "backend",
                  "data_dir", "momentum", "loc_lr_mult", "lr", "lr_drops", "eval_every", "checkpoint_every",
-                 "log_every", "width", "weight_decay", "max_loss", "input_norm", "train_set")
+                 "log_every", "width", "weight_decay", "max_loss", "input_norm", "train_set", "task",
+                 "transformers", "budget")
 # The subset a sweep applies to every run.
 _COMMON_FIELDS = ("steps", "batch_size", "backend", "data_dir", "momentum", "loc_lr_mult", "lr", "lr_drops",
                   "eval_every", "checkpoint_every", "weight_decay", "input_norm", "train_set")
@@ -121,12 +122,17 @@ def _run_dir_default(config) -> str:
 
 def _check_model_size(config, prog: str) -> None:
     """Refuse a model too large to build (``--width``) before anything is allocated."""
-    from npstn.models import model_spec
+    from npstn.models import addition_model_spec, model_spec
 
-    spec = model_spec(config.model, config.transform, config.distortion, width=config.width)
+    if config.task == "addition":
+        spec = addition_model_spec(config.model, config.transform, transformers=config.transformers,
+                                   width=config.width, budget=config.budget)
+    else:
+        spec = model_spec(config.model, config.transform, config.distortion, width=config.width)
     if spec.params > MAX_PARAMETERS:
         raise ValueError(f"--width {config.width} gives {config.describe()} {spec.params:,} parameters, "
-                         f"more than npstn trains ({MAX_PARAMETERS:,}); use a smaller --width")
+                         f"more than npstn trains ({MAX_PARAMETERS:,}); use a smaller --width"
+                         + (" or --budget" if config.task == "addition" else ""))
 
 
 def _cmd_train(args) -> int:
@@ -169,7 +175,7 @@ def _cmd_eval(args) -> int:
     from npstn.utils.io import atomic_write_json
 
     model, config = load_run(args.run_dir, weights="checkpoint" if args.checkpoint else "final")
-    x, y = train_data.load_test_set(config.distortion, args.data_dir or config.data_dir)
+    x, y = train_data.load_test_for(config, args.data_dir)
     x = standardize(x, run_input_norm(args.run_dir))
     err = evaluate(model, x, y, args.batch_size)
     result = {"test_error_percent": err, "test_images": int(len(y)),
@@ -188,7 +194,16 @@ def _cmd_viz(args) -> int:
 
 
 def _cmd_params(args) -> int:
-    from npstn.models import INPUT_SIZES, format_parameter_table
+    from npstn.models import INPUT_SIZES, format_addition_parameter_table, format_parameter_table
+
+    if args.task == "addition":
+        if args.distortion not in (None, "rts"):
+            return A.fail("npstn params", f"--distortion {args.distortion}: the addition task draws RTS digits; "
+                          "leave --distortion out")
+        print(format_addition_parameter_table(budget=args.budget))
+        return 0
+    if args.budget is not None:
+        return A.fail("npstn params", "--budget belongs to --task addition (Table 1 models are matched to the CNN)")
 
     dists = [args.distortion] if args.distortion else list(INPUT_SIZES)
     transforms = ("affine", "projective", "tps", "attention")
@@ -209,13 +224,13 @@ def _choices(option: str, values: list[str], allowed) -> list[str]:
     return values
 
 
-def _sweep(args, models, transforms, distortions) -> int:
-    from npstn.models import INPUT_SIZES, MODELS, TRANSFORM_NAMES
+def _sweep(args, models, transforms, distortions, task: str = "distortion") -> int:
+    from npstn.models import ADDITION_MODELS, INPUT_SIZES, MODELS, TRANSFORM_NAMES
     from npstn.train import TrainConfig, run_sweep, sweep_configs
 
     prog = f"npstn {args.command}"
     try:
-        _choices("--models", models, MODELS)
+        _choices("--models", models, ADDITION_MODELS if task == "addition" else MODELS)
         _choices("--transforms", transforms, TRANSFORM_NAMES)
         _choices("--distortions", distortions, list(INPUT_SIZES))
     except ValueError as exc:
@@ -223,7 +238,7 @@ def _sweep(args, models, transforms, distortions) -> int:
     common = _given(args, _COMMON_FIELDS)
     seeds = range(args.seed_start, args.seed_start + args.seeds)
     try:
-        configs = sweep_configs(args.out, models, transforms, distortions, seeds, **common)
+        configs = sweep_configs(args.out, models, transforms, distortions, seeds, task=task, **common)
         if getattr(args, "grid", None):
             try:
                 extra = json.loads(Path(args.grid).read_text())
@@ -322,8 +337,16 @@ def _cmd_reproduce_table5(args) -> int:
 def _cmd_reproduce(args) -> int:
     if args.table == "table5":
         return _cmd_reproduce_table5(args)
+    table4 = args.table == "table4"
     if args.out is None:
-        args.out = "runs/table1"
+        args.out = f"runs/{args.table}"
+    if args.models is None:
+        args.models = "fcn,cnn,st-fcn" if table4 else "fcn,cnn,st-fcn,st-cnn"
+    if table4 and args.distortions not in (None, "rts"):
+        return A.fail("npstn reproduce", f"--distortions {args.distortions}: table4 (MNIST addition) draws RTS "
+                      "digits only; leave --distortions out")
+    if args.distortions is None:
+        args.distortions = "rts" if table4 else "r,rts,p,e"
     if args.report:  # no training: the table and the figure from the finished runs under --out
         from npstn.train import collect_results
         from npstn.train.sweep import _write_sweep_results
@@ -338,7 +361,8 @@ def _cmd_reproduce(args) -> int:
         return 0
     if args.steps is None:
         args.steps = 150_000
-    return _sweep(args, _split(args.models), _split(args.transforms), _split(args.distortions))
+    return _sweep(args, _split(args.models), _split(args.transforms), _split(args.distortions),
+                  task="addition" if table4 else "distortion")
 
 
 def _cmd_bench(args) -> int:
@@ -393,9 +417,18 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--data-dir", type=A.input_folder, default=None, help="folder with the four MNIST IDX files")
     g.set_defaults(func=_cmd_data)
 
-    t = sub.add_parser("train", help="train FCN / CNN / ST-FCN / ST-CNN on distorted MNIST",
-                       description="Train one of the paper's models on a distorted-MNIST variant. "
-                       "Defaults follow the paper (SGD, batch 256, lr 0.01 /10 at 1/3 and 2/3, 150k steps).")
+    t = sub.add_parser("train", help="train FCN / CNN / ST-FCN / ST-CNN on distorted MNIST or MNIST addition",
+                       description="Train one of the paper's models on a distorted-MNIST variant (Table 1) "
+                       "or on MNIST addition (--task addition, Table 4). Defaults follow the paper "
+                       "(SGD, batch 256, lr 0.01 /10 at 1/3 and 2/3, 150k steps).")
+    t.add_argument("--task", choices=["distortion", "addition"],
+                   help="distorted MNIST (default) or MNIST addition: two RTS digits in two channels, "
+                   "the label their sum (models fcn, cnn, st-fcn)")
+    t.add_argument("--transformers", type=int, choices=[1, 2],
+                   help="--task addition: 1 (ST-FCN) or 2 (2xST-FCN, two transformers in parallel); default 1")
+    t.add_argument("--budget", type=A.positive_int(MAX_PARAMETERS),
+                   help="--task addition: parameter count every model is matched to (default: the 64-filter "
+                   "CNN's, 254,995)")
     t.add_argument("--model", choices=["fcn", "cnn", "st-fcn", "st-cnn"], help="(default st-fcn)")
     t.add_argument("--transform", choices=["affine", "projective", "tps", "attention"],
                    help="the ST's transform (default affine)")
@@ -429,6 +462,10 @@ def build_parser() -> argparse.ArgumentParser:
     pp = sub.add_parser("params", help="print the parameter-count table of the models")
     pp.add_argument("--distortion", choices=["r", "rts", "p", "e", "tc"], default=None,
                     help="one distortion (default: all)")
+    pp.add_argument("--task", choices=["distortion", "addition"], default="distortion",
+                    help="Table 1 models (default) or the MNIST-addition models of Table 4")
+    pp.add_argument("--budget", type=A.positive_int(MAX_PARAMETERS), default=None,
+                    help="--task addition: the parameter count to match (default: the 64-filter CNN's)")
     pp.set_defaults(func=_cmd_params)
 
     s = sub.add_parser("sweep", help="run a grid of training runs; Markdown table of mean test errors",
@@ -443,14 +480,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_sweep_options(s)
     s.set_defaults(func=_cmd_sweep)
 
-    r = sub.add_parser("reproduce", help="reproduce a table of the paper (table1, table5)",
-                       description="table1: Table 1 of the paper as a sweep: FCN, CNN, ST-FCN and ST-CNN (each "
-                       "transform) on each distortion, --seeds runs each, 150k steps unless --steps. "
-                       "Same options and outputs as `npstn sweep`. table5: co-localisation of each digit "
-                       "(--digits) on T and TC (--variants), one `npstn colocalise` run each into "
-                       "OUT/<T|TC>/digit<D>, seed --seed-start; --steps, --batch-size, --lr, --images and "
-                       "--encoder-steps apply to every cell.")
-    r.add_argument("table", choices=["table1", "table5"])
+    r = sub.add_parser("reproduce", help="reproduce a table of the paper (table1, table4, table5)",
+                       description="table1: FCN, CNN, ST-FCN and ST-CNN (each transform) on each "
+                       "distortion; table4: MNIST addition, FCN, CNN, ST-FCN and 2xST-FCN (each transform). "
+                       "--seeds runs each, 150k steps unless --steps. Same options and outputs as `npstn sweep`. "
+                       "table5: co-localisation of each digit (--digits) on T and TC (--variants), one "
+                       "`npstn colocalise` run each into OUT/<T|TC>/digit<D>, seed --seed-start; --steps, "
+                       "--batch-size, --lr, --images and --encoder-steps apply to every cell.")
+    r.add_argument("table", choices=["table1", "table4", "table5"])
     r.add_argument("--digits", default="0,1,2,3,4,5,6,7,8,9", help="table5: comma list of digits (default all)")
     r.add_argument("--variants", default="t,tc", help="table5: comma list of t (plain) and tc (cluttered)")
     r.add_argument("--images", type=A.int_range(2, 10_000, "an integer from 2 to 10000"), default=None,
@@ -458,13 +495,15 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--encoder-steps", type=A.positive_int(MAX_STEPS), default=None,
                    help="table5: training steps of the MNIST encoder (default 1500)")
     r.add_argument("--quiet", action="store_true", help="table5: no progress bars")
-    r.add_argument("--models", default="fcn,cnn,st-fcn,st-cnn", help="comma list (default: all four)")
+    r.add_argument("--models", default=None,
+                   help="comma list (default: all of the table's: fcn,cnn,st-fcn,st-cnn for table1; "
+                   "fcn,cnn,st-fcn for table4, whose st-fcn rows run with 1 and 2 transformers)")
     r.add_argument("--report", action="store_true",
                    help="train nothing: rebuild results.md, results.json and results.png (npstn against the "
                    "paper) from the finished run folders under --out")
     r.add_argument("--transforms", default="affine,projective,tps")
-    r.add_argument("--distortions", default="r,rts,p,e")
-    r.add_argument("--out", type=A.output_folder, default=None, help="(default runs/table1 or runs/table5)")
+    r.add_argument("--distortions", default=None, help="comma list (table1; default r,rts,p,e)")
+    r.add_argument("--out", type=A.output_folder, default=None, help="(default runs/<table>)")
     _add_sweep_options(r, seeds=3)  # the paper reports means of 3 runs
     r.set_defaults(func=_cmd_reproduce)
 
