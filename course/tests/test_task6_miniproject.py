@@ -1,6 +1,6 @@
 """Task 6, the mini-project: the ST-FCN on RTS below 8% test error with your own backward passes.
 
-Trains for a few minutes and needs MNIST (``NPSTN_DATA_DIR`` or ``npstn data``).
+Trains for about ten minutes on one CPU core and needs MNIST (``NPSTN_DATA_DIR`` or ``npstn data``).
 """
 import pytest
 

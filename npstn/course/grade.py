@@ -83,6 +83,7 @@ def grade(directory=".", tasks=None, examples: int | None = None, extra_args=(),
     with tempfile.TemporaryDirectory(prefix="npstn-grade-") as tmp:
         report = Path(tmp) / "report.xml"
         cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-o", "addopts=",
+               "--continue-on-collection-errors",
                "-c", str(tests_dir / "pytest.ini"), "--rootdir", str(tests_dir), f"--junitxml={report}",
                *map(str, files), *extra_args]
         proc = subprocess.run(cmd, cwd=directory, env=env, capture_output=True, text=True, timeout=timeout)
@@ -90,7 +91,7 @@ def grade(directory=".", tasks=None, examples: int | None = None, extra_args=(),
             raise RuntimeError(f"the tests did not run (pytest exit code {proc.returncode}):\n"
                                f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
         for case in ET.parse(report).getroot().iter("testcase"):
-            where = (case.get("file") or "") + " " + (case.get("classname") or "")
+            where = " ".join(case.get(k) or "" for k in ("file", "classname", "name"))
             m = re.search(r"test_task(\d+)_", where)
             if not m or int(m.group(1)) not in results:
                 continue
