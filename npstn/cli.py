@@ -65,7 +65,7 @@ def _cmd_quickstart(args) -> int:
 def _cmd_data(args) -> int:
     from npstn.data.mnist import main_data
 
-    return main_data(args.data_dir)
+    return main_data(args.data_dir, pack=args.pack, import_from=args.import_from)
 
 
 # ---------------------------------------------------------------------------
@@ -365,6 +365,28 @@ def _cmd_reproduce(args) -> int:
                   task="addition" if table4 else "distortion")
 
 
+def _cmd_course(args) -> int:
+    if args.course_command == "starter":
+        from npstn.course.kit import write_starter
+
+        summary = write_starter(args.out)
+        print(f"wrote the student repository {summary['out']} ({summary['files']} files); solutions removed:")
+        for n, files in summary["tasks"].items():
+            print(f"  task {n}: {', '.join(files)}")
+        print(f"grade it with: npstn course grade {summary['out']}")
+        return 0
+    if args.course_command == "mutants":
+        from npstn.course.mutation import format_mutants, grade_mutants
+
+        print(format_mutants(grade_mutants(args.tests)))
+        return 0
+    from npstn.course.grade import format_report, grade
+
+    results = grade(args.dir, tasks=args.task, examples=args.examples)
+    print(format_report(results, verbose=args.verbose))
+    return 0
+
+
 def _cmd_bench(args) -> int:
     from npstn.bench import main as bench_main
 
@@ -415,6 +437,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     g = sub.add_parser("data", help="find or fetch MNIST, verify it, and print where it lives")
     g.add_argument("--data-dir", type=A.input_folder, default=None, help="folder with the four MNIST IDX files")
+    gx = g.add_mutually_exclusive_group()
+    gx.add_argument("--pack", metavar="ARCHIVE", type=A.new_file, default=None,
+                    help="write the four verified files into one tar archive to hand out (offline classrooms)")
+    gx.add_argument("--import", dest="import_from", metavar="ARCHIVE", type=A.input_file, default=None,
+                    help="verify and install the files of an archive made with --pack (into --data-dir, "
+                    "else the npstn cache)")
     g.set_defaults(func=_cmd_data)
 
     t = sub.add_parser("train", help="train FCN / CNN / ST-FCN / ST-CNN on distorted MNIST or MNIST addition",
@@ -534,6 +562,26 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--quiet", action="store_true", help="no progress bars")
     _threads_option(c)
     c.set_defaults(func=_cmd_colocalise)
+
+    co = sub.add_parser("course", help="the course kit: write a student repository, grade one",
+                        description="The course kit (course/SYLLABUS.md): `npstn course starter OUT` writes a "
+                        "student repository with the solutions removed; `npstn course grade [DIR]` grades one.")
+    csub = co.add_subparsers(dest="course_command", metavar="ACTION", required=True)
+    cs = csub.add_parser("starter", help="write a student repository (solutions replaced by NotImplementedError)")
+    cs.add_argument("out", metavar="OUT", type=A.new_folder, help="a new or empty folder")
+    cg = csub.add_parser("grade", help="grade a student repository: points per task, then total: X/Y")
+    cg.add_argument("dir", metavar="DIR", nargs="?", default=".", type=A.input_folder,
+                    help="the student repository (default: the current folder); its own code is graded")
+    cg.add_argument("--task", type=A.int_range(1, 6, "a task number (1-6)"), action="append",
+                    help="grade only this task (repeatable; default: all)")
+    cg.add_argument("--examples", type=A.positive_int(10_000), default=None,
+                    help="Hypothesis examples per property test (default 20)")
+    cg.add_argument("--verbose", action="store_true", help="name the failed tests")
+    cm = csub.add_parser("mutants", help="grade a property-testing assignment by mutation: how many planted "
+                         "bugs its tests catch")
+    cm.add_argument("tests", metavar="TESTS", type=A.input_file,
+                    help="the student's test file (course/mutation/test_channel_affine.py in their repository)")
+    co.set_defaults(func=_cmd_course)
 
     bn = sub.add_parser("bench", help="run a benchmark: sampler or train (npstn bench NAME --help)",
                         description="Run one of npstn's benchmarks; it prints a Markdown table and "

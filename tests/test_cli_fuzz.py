@@ -131,6 +131,10 @@ OPTIONS = [
                                                  "--schedule-steps")],
     (["bench", "train"], "--seed", SEED),
     (["bench", "train"], "--models", ["resnet"]),
+    (["data"], "--import", ["no-such-archive.tar", ""]),
+    (["data"], "--pack", ["", "-"]),
+    (["course", "grade", "."], "--task", ["0", "7", "x", "", "1.5"]),
+    (["course", "grade", "."], "--examples", POS_INT + ["100000"]),
 ]
 CASES = [(cmd, opt, v) for cmd, opt, vals in OPTIONS for v in vals]
 HUGE = [(["train"], "--steps", "1000000000"), (["train"], "--batch-size", "100000"),

@@ -680,14 +680,109 @@ def describe(data_dir=None) -> str:
     return "\n".join(lines)
 
 
-def main_data(data_dir=None) -> int:
+# --------------------------------------------------------------------------- offline kit
+
+
+def pack_mnist(archive, data_dir=None, progress: bool = True) -> Path:
+    """Write the four verified MNIST files, gzipped, into one tar file ``archive`` (for an offline classroom).
+
+    MNIST is found as :func:`fetch_mnist` finds it (``data_dir``, ``NPSTN_DATA_DIR``,
+    the cache, else fetched). Never overwrites: ``archive`` must not exist yet.
+    Hand the archive out and install it with :func:`import_mnist`
+    (``npstn data --import ARCHIVE``).
+    """
+    import gzip
+    import io
+    import tarfile
+
+    from npstn.utils.io import atomic_open
+
+    archive = Path(archive)
+    if archive.exists():
+        raise FileExistsError(f"--pack: {archive} already exists; npstn does not overwrite it, choose a new name")
+    folder, _ = _resolve(list(MNIST_FILES), data_dir, progress, want_arrays=False)
+    with atomic_open(archive, "wb") as f, tarfile.open(fileobj=f, mode="w") as tar:
+        for name in MNIST_FILES:
+            path = _locate(folder, name)
+            data = _read_file(path)
+            _check_bytes(data, name, path)
+            blob = path.read_bytes() if path.name.endswith(".gz") else gzip.compress(data, mtime=0)
+            info = tarfile.TarInfo(f"{name}.gz")
+            info.size, info.mode, info.mtime = len(blob), 0o644, 0
+            tar.addfile(info, io.BytesIO(blob))
+    _say(f"packed MNIST from {folder} into {archive}", progress)
+    return archive
+
+
+def import_mnist(archive, data_dir=None, progress: bool = True) -> Path:
+    """Verify the four MNIST files in ``archive`` (from :func:`pack_mnist`) and install them.
+
+    They go into ``data_dir`` when given, else the npstn cache, where every
+    npstn command finds them. A good copy already in place is kept; a file
+    that is there but differs is never overwritten (an error names it).
+    Returns the folder.
+    """
+    import tarfile
+
+    archive = Path(archive)
+    try:
+        tar = tarfile.open(archive, mode="r")
+    except (tarfile.TarError, OSError) as e:
+        raise MNISTCorruptError(f"--import: {archive} is not a tar archive made by `npstn data --pack` "
+                                f"({type(e).__name__})") from None
+    found = {}
+    with tar:
+        for member in tar.getmembers():
+            name = Path(member.name).name.removesuffix(".gz")
+            if name not in MNIST_FILES or not member.isfile():
+                continue
+            if member.size > MAX_FILE_BYTES:
+                raise MNISTCorruptError(f"--import: {archive}: {member.name} is {member.size} bytes, not an MNIST file")
+            blob = tar.extractfile(member).read()
+            what = f"{archive}:{member.name}"
+            data = _gunzip(blob, what) if member.name.endswith(".gz") else blob
+            _check_bytes(data, name, what)
+            found[name] = data
+    missing = [n for n in MNIST_FILES if n not in found]
+    if missing:
+        raise MNISTNotFoundError(f"--import: {archive} lacks {', '.join(missing)}; make it with `npstn data --pack`")
+    folder = Path(data_dir).expanduser() if data_dir is not None else mnist_cache_dir()
+    for name, data in found.items():
+        present = _locate(folder, name)
+        if present is not None:
+            try:
+                _load_checked(present, name, want_array=False)
+                continue  # a good copy is already there
+            except MNISTError:
+                if data_dir is not None or not _fetched_by_npstn(present, name):
+                    raise MNISTCorruptError(
+                        f"--import: {present} exists and is not the genuine {name}; npstn does not overwrite "
+                        "a file it did not write: move it away first") from None
+        if data_dir is None:
+            folder.mkdir(parents=True, exist_ok=True)
+            _install(folder, name, data)
+        else:
+            atomic_write_bytes(folder / name, data)
+    _say(f"MNIST installed in {folder}", progress)
+    return folder
+
+
+def main_data(data_dir=None, pack=None, import_from=None) -> int:
     """Entry point of ``npstn data``: fetch and verify MNIST, print where it lives.
 
-    Returns 0 when all four files are present and verified, 1 otherwise (the
-    error, with instructions, goes to stderr).
+    With ``pack`` it writes the verified files into that archive instead; with
+    ``import_from`` it installs them from such an archive (the offline kit of
+    course/SYLLABUS.md). Returns 0 on success, 1 otherwise (the error, with
+    instructions, goes to stderr).
     """
     try:
-        fetch_mnist(data_dir, progress=True)
+        if pack is not None:
+            print(pack_mnist(pack, data_dir))
+            return 0
+        if import_from is not None:
+            import_mnist(import_from, data_dir)
+        else:
+            fetch_mnist(data_dir, progress=True)
     except MNISTError as e:
         print(f"npstn data: {e}", file=sys.stderr)
         return 1

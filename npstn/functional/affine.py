@@ -13,9 +13,10 @@ Shapes: theta (N, 2, 3) -> grid (N, H_out, W_out, 2), last axis (x^s, y^s).
 
 The grid is *linear* in theta. Writing B_i = (x_i^t, y_i^t, 1) for the
 homogeneous target coordinates, grid[n, i, r] = sum_k theta[n, r, k] B_i[k],
-so with G = dL/dgrid the backward pass is the transpose::
+so with Gamma = dL/dgrid (``grad_grid``; G stays the target grid) the
+backward pass is the transpose::
 
-    dL/dtheta[n, r, k] = sum_i G[n, i, r] * B_i[k]
+    dL/dtheta[n, r, k] = sum_i Gamma[n, i, r] * B_i[k]
 
 (x^t-weighted, y^t-weighted and plain sums of each output coordinate's
 gradient). Both match ``torch.nn.functional.affine_grid`` and its autograd.
@@ -199,9 +200,9 @@ def affine_grid(theta, size, align_corners: bool = False, backend: str | None = 
 
 
 def affine_grid_backward(grad_grid, theta, size=None, align_corners: bool = False, backend: str | None = None):
-    """Gradient of the loss with respect to theta, given G = dL/dgrid.
+    """Gradient of the loss with respect to theta, given Gamma = dL/dgrid (``grad_grid``).
 
-    dL/dtheta[n, r, k] = sum_{i,j} G[n, i, j, r] * B_ij[k], with
+    dL/dtheta[n, r, k] = sum_{i,j} Gamma[n, i, j, r] * B_ij[k], with
     B_ij = (x_j^t, y_i^t, 1): the transpose of the (linear) forward map.
 
     Two call forms, one result (the grid is linear in theta, so theta's
@@ -258,8 +259,10 @@ def _affine_grid_numpy(theta, xs, ys):
 
 
 def _affine_grid_backward_numpy(grad_grid, xs, ys):
-    # dL/dtheta[n, r, k] = sum_{i,j} G[n, i, j, r] * B[i, j, k]
+    # BEGIN SOLUTION task1
+    # dL/dtheta[n, r, k] = sum_{i,j} Gamma[n, i, j, r] * B[i, j, k]
     b = _homogeneous(xs, ys)
     grad_theta = np.einsum("nijr,ijk->nrk", grad_grid.astype(np.float64), b)
     return grad_theta.astype(grad_grid.dtype)
+    # END SOLUTION
 

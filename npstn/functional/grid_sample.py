@@ -13,67 +13,71 @@ Notation (the paper's)
 ----------------------
 U is the input feature map, ``input`` of shape (N, C, H, W); V is the output,
 shape (N, C, H_out, W_out). Output point i of image n reads the *normalised*
-source coordinates ``grid[n, h, w] = (x_i, y_i)``, -1 = left/top edge,
-+1 = right/bottom edge. In pixels they are (x_i^s, y_i^s), with pixel m
-centred at x^s = m.
+source coordinates ``grid[n, h, w] = (x_i^s, y_i^s)``, -1 = left/top edge,
++1 = right/bottom edge (notebook 01's x^s). In pixels they are written
+(xp_i, yp_i) below (notebook 02's hatted x^s), with pixel m centred at xp = m.
 
 Unnormalisation (pixels from normalised), computed in the grid's dtype in
 this order of operations (the order of torch's CPU kernel)::
 
-    align_corners=False:  x^s = (x + 1) * (W / 2) - 1/2     -1 -> -0.5, +1 -> W - 0.5
+    align_corners=False:  xp = (x^s + 1) * (W / 2) - 1/2     -1 -> -0.5, +1 -> W - 0.5
                                                             (the outer edges of the corner pixels)
-    align_corners=True:   x^s = (x + 1) * ((W - 1) / 2)     -1 -> 0,    +1 -> W - 1
+    align_corners=True:   xp = (x^s + 1) * ((W - 1) / 2)     -1 -> 0,    +1 -> W - 1
                                                             (the centres of the corner pixels)
 
-and likewise y^s with H. So d x^s / d x = W/2 (or (W - 1)/2).
+and likewise yp with H. So d xp / d x^s = W/2 (or (W - 1)/2).
 
 Padding (what is read outside the image):
 
 * ``"zeros"``: neighbours outside the image read 0;
-* ``"border"``: x^s is clipped to [0, W - 1] first (edge pixels extend);
-* ``"reflection"``: x^s is mirrored at the image edges (-0.5 and W - 0.5 for
+* ``"border"``: xp is clipped to [0, W - 1] first (edge pixels extend);
+* ``"reflection"``: xp is mirrored at the image edges (-0.5 and W - 0.5 for
   align_corners=False, 0 and W - 1 for True) until it lands inside, then
   clipped to [0, W - 1].
 
 Forward (eq. 3): V_i^c = sum_n sum_m U_nm^c k(x_i^s - m) k(y_i^s - n).
 
 * bilinear (eq. 5): k(d) = max(0, 1 - |d|). Only the four neighbours of the
-  point contribute: with x0 = floor(x^s), y0 = floor(y^s) and the fractional
-  parts fx = x^s - x0, fy = y^s - y0::
+  point contribute: with x0 = floor(xp), y0 = floor(yp) and the fractional
+  parts fx = xp - x0, fy = yp - y0::
 
       V_i^c = (1-fy)(1-fx) U[y0, x0] + (1-fy) fx U[y0, x0+1]
             +   fy  (1-fx) U[y0+1, x0] +   fy  fx U[y0+1, x0+1]
 
   (the north-west, north-east, south-west and south-east neighbours).
-* nearest (eq. 4): V_i^c = U^c[round(y^s), round(x^s)], where round is
+* nearest (eq. 4): V_i^c = U^c[round(yp), round(xp)], where round is
   round-half-to-even (C's nearbyint, as torch; the paper writes
   floor(x + 0.5), which differs only at exact ties).
 
-Backward. With G = dL/dV (``grad_output``):
+Backward. With dV = dL/dV (``grad_output``):
 
 * eq. 6, the image: dV_i/dU_nm = k(x_i^s - m) k(y_i^s - n), the same weights,
-  so ``grad_input`` scatters G_i^c to the four neighbours with the bilinear
+  so ``grad_input`` scatters dV_i^c to the four neighbours with the bilinear
   weights (or to the nearest pixel); neighbours outside the image get nothing.
 * eq. 7, the coordinates::
 
-      dL/dx_i^s = sum_c G_i^c [ (1-fy) (U[y0, x0+1] - U[y0, x0]) + fy (U[y0+1, x0+1] - U[y0+1, x0]) ]
-      dL/dy_i^s = sum_c G_i^c [ (1-fx) (U[y0+1, x0] - U[y0, x0]) + fx (U[y0+1, x0+1] - U[y0, x0+1]) ]
+      dL/dxp_i = sum_c dV_i^c [ (1-fy) (U[y0, x0+1] - U[y0, x0]) + fy (U[y0+1, x0+1] - U[y0+1, x0]) ]
+      dL/dyp_i = sum_c dV_i^c [ (1-fx) (U[y0+1, x0] - U[y0, x0]) + fx (U[y0+1, x0+1] - U[y0, x0+1]) ]
 
   (out-of-image neighbours read 0), then the chain rule through padding and
-  unnormalisation: grad_grid = dL/dx^s * (padding derivative) * W/2.
+  unnormalisation: grad_grid = dL/dxp * (padding derivative) * W/2.
+  The padding derivative is 1 for 'zeros'; for 'border' 1 strictly inside
+  (0, W - 1) and 0 elsewhere; for 'reflection' +1 or -1 (mirrored stretches)
+  strictly inside, 0 where the final clip is active.
   Nearest sampling is piecewise constant: its grid gradient is 0.
 
 Sub-gradients at the kinks (PyTorch's conventions, pinned by tests):
 
-* At an exact integer x^s the bilinear kernel has a kink. We use
-  x0 = floor(x^s) = x^s, so fx = 0 and dL/dx^s = U[x0 + 1] - U[x0] (times the
+* At an exact integer xp the bilinear kernel has a kink. We use
+  x0 = floor(xp) = xp, so fx = 0 and dL/dxp = U[x0 + 1] - U[x0] (times the
   y weights): the one-sided derivative *from the right*. (Eq. 7's case split,
-  read literally, would give U[x0] alone there.) The same holds for y^s.
+  read literally, would give U[x0] alone there, which is the left derivative
+  only when U[x0 - 1] = 0, and in general neither one-sided derivative.) The same holds for yp.
 * The clip of ``border``/``reflection`` has derivative 1 strictly inside
   (0, W - 1) and 0 at and beyond the edges: a point exactly on the edge pixel
   gets zero coordinate gradient.
 * Reflection multiplies the gradient by -1 on mirrored stretches.
-* Which side of a kink a point is on is decided by the computed x^s. At
+* Which side of a kink a point is on is decided by the computed xp. At
   positions that are exactly representable (e.g. dyadic grids) every
   implementation agrees. A coordinate that is an integer only up to its last
   bit (e.g. an identity grid computed in floating point) can land on either
@@ -172,8 +176,8 @@ def grid_sample_backward(grad_output, input, grid, mode="bilinear", padding_mode
 
     At the kinks of the bilinear kernel (a source coordinate exactly on an
     integer pixel position) the coordinate gradient is the one-sided
-    derivative from the right, as in PyTorch (x0 = floor(x^s), weights from
-    x^s - x0); at the clip edges of ``border``/``reflection`` it is 0;
+    derivative from the right, as in PyTorch (x0 = floor(xp), weights from
+    xp - x0); at the clip edges of ``border``/``reflection`` it is 0;
     ``nearest`` has zero grid gradient; NaN/inf points get zero gradient and
     add nothing to ``grad_input``.
     """
@@ -249,7 +253,7 @@ def _check_grad_output(grad_output, input, grid, backend: str) -> None:
 # ----------------------------------------------------------------------------
 
 def source_index(coord, size: int, padding_mode: str, align_corners: bool):
-    """x^s (pixels, after padding) and d x^s / d coord for normalised coordinates (finite).
+    """xp (pixels, after padding) and d xp / d coord for normalised coordinates (finite).
 
     :func:`npstn.kernels.formulas.source_coordinate` on an array: unnormalise,
     clamp far points to +-COORD_LIMIT, pad. Computed in coord's dtype.
@@ -261,7 +265,7 @@ def source_index(coord, size: int, padding_mode: str, align_corners: bool):
 
 
 def _source_points(input, grid, padding_mode: str, align_corners: bool):
-    """(x^s, y^s, dx^s/dx, dy^s/dy, valid), each (N, H_out, W_out).
+    """(xp, yp, dxp/dx^s, dyp/dy^s, valid), each (N, H_out, W_out).
 
     ``valid`` marks points whose x and y are both finite; the others are
     computed at (0, 0) and masked out by the callers.
@@ -341,6 +345,7 @@ def _grid_sample_numpy(input, grid, mode, padding_mode, align_corners):
 
 
 def _grid_sample_backward_numpy(grad_output, input, grid, mode, padding_mode, align_corners):
+    # BEGIN SOLUTION task2
     grad_output = np.asarray(grad_output)
     input = np.asarray(input)
     grid = np.asarray(grid)
@@ -363,3 +368,4 @@ def _grid_sample_backward_numpy(grad_output, input, grid, mode, padding_mode, al
     grad_grid[..., 0] = np.where(valid, (dv_dx * grad_output).sum(axis=1) * dxs, 0)
     grad_grid[..., 1] = np.where(valid, (dv_dy * grad_output).sum(axis=1) * dys, 0)
     return grad_input, grad_grid
+    # END SOLUTION

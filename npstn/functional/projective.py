@@ -15,10 +15,11 @@ Each target point G_i = (x^t, y^t) maps through homogeneous coordinates::
 Identity: (1, 0, 0, 0, 1, 0, 0, 0). With g = h = 0 it is the affine map
 [[a, b, c], [d, e, f]] (eq. 1).
 
-Backward, with G = dL/dgrid and q = G_x x^s + G_y y^s at each point::
+Backward, with Gamma = dL/dgrid (``grad_grid``) and q = Gamma_x x^s + Gamma_y y^s
+at each point::
 
-    dL/da = sum G_x x^t / w    dL/db = sum G_x y^t / w    dL/dc = sum G_x / w
-    dL/dd = sum G_y x^t / w    dL/de = sum G_y y^t / w    dL/df = sum G_y / w
+    dL/da = sum Gamma_x x^t / w    dL/db = sum Gamma_x y^t / w    dL/dc = sum Gamma_x / w
+    dL/dd = sum Gamma_y x^t / w    dL/de = sum Gamma_y y^t / w    dL/df = sum Gamma_y / w
     dL/dg = -sum q x^t / w     dL/dh = -sum q y^t / w
 
 The horizon (npstn's policy)
@@ -105,7 +106,7 @@ def projective_grid(theta, size, align_corners: bool = False, backend: str | Non
 
 def projective_grid_backward(grad_grid, theta, size, align_corners: bool = False,
                              backend: str | None = None, eps: float = PROJECTIVE_EPS):
-    """dL/dtheta (N, 8) from G = dL/dgrid (N, H_out, W_out, 2); 0 from points with |w| < eps.
+    """dL/dtheta (N, 8) from Gamma = dL/dgrid (N, H_out, W_out, 2); 0 from points with |w| < eps.
 
     The result has grad_grid's dtype (which must equal theta's).
     """
@@ -140,9 +141,11 @@ def _projective_grid_numpy(theta, xs, ys, eps):
 
 
 def _projective_grid_backward_numpy(grad_grid, theta, xs, ys, eps):
+    # BEGIN SOLUTION task3
     u, v, w = _homogeneous_uvw(theta, xs, ys)
     _, _, inv_w = fm.projective_point(u, v, w, eps)  # 1/w = 0 kills far points' gradient
     g = grad_grid.astype(np.float64)
     terms = fm.projective_gradient(g[..., 0], g[..., 1], u, v, inv_w, xs[None, None, :], ys[None, :, None])
     grad = np.stack([np.broadcast_to(t, u.shape).sum(axis=(1, 2)) for t in terms], axis=1)
     return grad.astype(grad_grid.dtype)
+    # END SOLUTION

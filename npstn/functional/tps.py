@@ -8,34 +8,37 @@ x_j = y_j = linspace(-1, 1, k)[j].
 Parameters. theta (N, K, 2): where each control point lands in the *input*
 frame, theta[n, p] = T_theta(c_p). The identity transform is theta = c.
 
-The spline. T_theta(x) = a_0 + a_x x + a_y y + sum_p w_p U(|x - c_p|), one such
-function per output coordinate, with the radial basis U(r) = r^2 log r^2
-(U(0) = 0). Its coefficients solve the standard TPS system::
+The spline. T_theta(x) = a_0 + a_x x + a_y y + sum_p beta_p phi(|x - c_p|), one
+such function per output coordinate, with the radial basis phi(r) = r^2 log r^2
+(phi(0) = 0). (phi and beta, not the paper's U and w: U is the input map, w the
+homography's denominator.) Its coefficients solve the standard TPS system::
 
-    [ K_mat  P ] [w]   [theta]        K_mat[p, q] = U(|c_p - c_q|)     (K, K)
-    [ P^T    0 ] [a] = [  0  ]        P[p] = (1, x_p, y_p)             (K, 3)
+    [ Phi  Q ] [beta]   [theta]        Phi[p, q] = phi(|c_p - c_q|)     (K, K)
+    [ Q^T  0 ] [ a  ] = [  0  ]        Q[p] = (1, x_p, y_p)             (K, 3)
 
-(interpolation T(c_p) = theta_p, plus the side conditions sum w = 0,
-sum w c = 0 that make the bending energy finite). Writing L for that
-(K+3, K+3) matrix and A(G_i) = (U(|G_i - c_1|), ..., U(|G_i - c_K|), 1, x_i^t,
-y_i^t) for each target point::
+(interpolation T(c_p) = theta_p, plus the side conditions sum beta = 0,
+sum beta c = 0 that make the bending energy finite). The (K+3, K+3) matrix
+Lambda = [[Phi, Q], [Q^T, 0]] is invertible because phi is conditionally
+positive definite and the control points are not collinear (Q has rank 3).
+With A(G_i) = (phi(|G_i - c_1|), ..., phi(|G_i - c_K|), 1, x_i^t, y_i^t) for
+each target point::
 
-    grid[n, i] = A(G_i) L^{-1}[:, :K] theta[n] = (M theta[n])_i,
-    M = A L^{-1}[:, :K]           shape (H_out * W_out, K)
+    grid[n, i] = A(G_i) Lambda^{-1}[:, :K] theta[n] = (M theta[n])_i,
+    M = A Lambda^{-1}[:, :K]           shape (H_out * W_out, K)
 
 The grid is linear in theta with a matrix M that depends only on
 (K, H_out, W_out, align_corners); it is built once and cached
 (``tps_matrix``; read-only). The backward pass is the transpose::
 
-    dL/dtheta[n] = M^T G[n]       G = dL/dgrid reshaped (H_out * W_out, 2)
+    dL/dtheta[n] = M^T Gamma[n]   Gamma = dL/dgrid reshaped (H_out * W_out, 2)
 
 Properties (tested): theta = c gives the base grid; theta = affinely moved
 control points gives exactly that affine grid (the spline's affine part
 reproduces it with w = 0); and the grid passes through theta_p wherever a
 target point coincides with c_p.
 
-Scaling U by a constant (r^2 log r, as some write it) changes w but not the
-spline, so the choice of U's constant does not matter.
+Scaling phi by a constant (r^2 log r, as some write it) changes beta but not the
+spline, so the choice of phi's constant does not matter.
 """
 from __future__ import annotations
 
@@ -99,14 +102,15 @@ def tps_control_points(num_control_points: int = 16, dtype=np.float64) -> np.nda
 
 
 def _tps_system_rows(points: np.ndarray, ctrl: np.ndarray) -> np.ndarray:
-    """A(points) (P, K + 3): (U(|x - c_1|), ..., U(|x - c_K|), 1, x, y) per point."""
+    """A(points) (P, K + 3): (phi(|x - c_1|), ..., phi(|x - c_K|), 1, x, y) per point."""
     r2 = ((points[:, None, :] - ctrl[None, :, :]) ** 2).sum(-1)
     return np.concatenate([fm.tps_radial_basis(r2), np.ones((len(points), 1)), points], axis=1)
 
 
 @functools.lru_cache(maxsize=None)
 def _tps_coefficients(num_control_points: int) -> np.ndarray:
-    """L^{-1}[:, :K] (K + 3, K): maps theta (K, 2) to the coefficients [w; a] (K + 3, 2)."""
+    """Lambda^{-1}[:, :K] (K + 3, K): maps theta (K, 2) to the coefficients [beta; a] (K + 3, 2)."""
+    # BEGIN SOLUTION task4
     ctrl = _control_points(num_control_points)
     k_total = num_control_points
     lmat = np.zeros((k_total + 3, k_total + 3))
@@ -116,6 +120,7 @@ def _tps_coefficients(num_control_points: int) -> np.ndarray:
     rhs = np.zeros((k_total + 3, k_total))
     rhs[:k_total] = np.eye(k_total)
     return np.linalg.solve(lmat, rhs)
+    # END SOLUTION
 
 
 @functools.lru_cache(maxsize=64)
@@ -188,7 +193,7 @@ def tps_grid(theta, size, align_corners: bool = False, backend: str | None = Non
 
 def tps_grid_backward(grad_grid, theta, size=None, align_corners: bool = False, backend: str | None = None,
                       num_control_points: int | None = None):
-    """dL/dtheta (N, K, 2) = M^T G[n] from G = dL/dgrid (N, H_out, W_out, 2).
+    """dL/dtheta (N, K, 2) = M^T Gamma[n] from Gamma = dL/dgrid (N, H_out, W_out, 2).
 
     Two call forms, one result (the grid is linear in theta, so theta's
     values are never read; only K matters):
@@ -241,7 +246,7 @@ def _tps_grid_numpy(theta, m, h, w):
 
 
 def _tps_grid_backward_numpy(grad_grid, m):
-    # dL/dtheta[n, p, c] = sum_i M[i, p] G[n, i, c]
+    # dL/dtheta[n, p, c] = sum_i M[i, p] Gamma[n, i, c]
     n = grad_grid.shape[0]
     g = grad_grid.astype(np.float64).reshape(n, -1, 2)
     return np.einsum("ip,nic->npc", m, g).astype(grad_grid.dtype)

@@ -303,7 +303,9 @@ def bilinear_coordinate_gradient(nw, ne, sw, se, fx, fy, one):
     so dV/dx^s = (1-fy)(NE - NW) + fy (SE - SW), the one-sided derivative from
     the right at an exact integer x^s (torch's sub-gradient); likewise y.
     """
+    # BEGIN SOLUTION task2
     return (ne - nw) * (one - fy) + (se - sw) * fy, (sw - nw) * (one - fx) + (se - ne) * fx
+    # END SOLUTION
 
 
 # ----------------------------------------------------------------------------
@@ -334,15 +336,17 @@ def projective_point(u, v, w, eps):
 
 @formula
 def projective_gradient(g_x, g_y, u, v, inv_w, x, y):
-    """The 8 terms dL/d(a, b, c, d, e, f, g, h) of one point, from G = (g_x, g_y) = dL/d(x^s, y^s).
+    """The 8 terms dL/d(a, b, c, d, e, f, g, h) of one point, from Gamma = (g_x, g_y) = dL/d(x^s, y^s).
 
-    dL/d(a, b, c) = G_x (x, y, 1) / w; dL/d(d, e, f) = G_y (x, y, 1) / w;
-    dL/d(g, h) = -q (x, y) / w with q = G_x x^s + G_y y^s = (G_x u + G_y v) / w.
+    dL/d(a, b, c) = g_x (x, y, 1) / w; dL/d(d, e, f) = g_y (x, y, 1) / w;
+    dL/d(g, h) = -q (x, y) / w with q = g_x x^s + g_y y^s = (g_x u + g_y v) / w.
     """
+    # BEGIN SOLUTION task3
     gx = g_x * inv_w
     gy = g_y * inv_w
     q = (gx * u + gy * v) * inv_w
     return gx * x, gx * y, gx, gy * x, gy * y, gy, -q * x, -q * y
+    # END SOLUTION
 
 
 # ----------------------------------------------------------------------------
@@ -351,6 +355,6 @@ def projective_gradient(g_x, g_y, u, v, inv_w, x, y):
 
 @formula
 def tps_radial_basis(r2):
-    """U = r^2 log r^2 from the squared distance r2 >= 0, with U(0) = 0."""
+    """The TPS radial basis phi = r^2 log r^2 from the squared distance r2 >= 0, with phi(0) = 0."""
     pos = r2 > 0.0
     return select(pos, r2 * log(select(pos, r2, 1.0)), 0.0 * r2)

@@ -155,6 +155,7 @@ class SpatialTransformer(Module):
         return (out, theta) if self.return_theta else out
 
     def backward(self, grad_output):
+        # BEGIN SOLUTION task5
         if self._x is None:
             raise RuntimeError("SpatialTransformer.backward called before forward")
         grad_theta_extra = None
@@ -172,9 +173,11 @@ class SpatialTransformer(Module):
             grad_theta = grad_theta + grad_theta_extra
         grad_x_loc = self.localization.backward(grad_theta)
         return grad_x + grad_x_loc
+        # END SOLUTION
 
     def _backward_cuda(self, grad_output, grad_theta_extra):
         """The same chain on the device (backend "cuda"); sums with a device kernel."""
+        # BEGIN SOLUTION task5
         from npstn._device import to_device
         from npstn.kernels.cuda.elementwise import add
 
@@ -189,6 +192,7 @@ class SpatialTransformer(Module):
             grad_theta = add(grad_theta, to_device(grad_theta_extra))
         grad_x_loc = self.localization.backward(grad_theta)
         return add(grad_x, grad_x_loc)
+        # END SOLUTION
 
     def extra_repr(self) -> str:
         return (f"transform={self.transform.name!r}, output_size={self.output_size}, mode={self.mode!r}, "

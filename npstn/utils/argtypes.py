@@ -162,6 +162,14 @@ def output_folder(text) -> str:
     return str(path)
 
 
+def new_folder(text) -> str:
+    """A folder npstn may create: it does not exist yet, or is an empty folder (never overwrites)."""
+    path = Path(output_folder(text))
+    if path.exists() and any(path.iterdir()):
+        raise argparse.ArgumentTypeError(f"must be a new or empty folder, but {str(path)!r} is not empty")
+    return str(path)
+
+
 def output_file(text) -> str:
     """A file npstn may write ('-' for stdout): not a folder, not inside a file, its folder writable."""
     if str(text) == "-":
@@ -177,6 +185,16 @@ def output_file(text) -> str:
     base = _nearest_existing(path.parent)
     if not os.access(base, os.W_OK | os.X_OK):
         raise argparse.ArgumentTypeError(f"must be writable, but {str(base)!r} is not writable by this user")
+    return str(path)
+
+
+def new_file(text) -> str:
+    """A file npstn may create: like :func:`output_file`, and it must not exist yet (never overwrites)."""
+    if str(text) == "-":
+        raise argparse.ArgumentTypeError("must be a file path, got '-'")
+    path = Path(output_file(text))
+    if path.exists():
+        raise argparse.ArgumentTypeError(f"must be a new file, but {str(path)!r} exists (npstn does not overwrite it)")
     return str(path)
 
 

@@ -312,6 +312,7 @@ def _backward_channels(q, cb, mode, scatter, args):
     outside the image read 0 and receive nothing. Nearest sampling has no
     coordinate gradient: it only scatters.
     """
+    # BEGIN SOLUTION task2: the compiled kernel is left out of the student repository; use backend="numpy"
     src, gin, gout, p0, n, plane_in, plane_out, w_in, off, mask, wts, fxy, acc, one = args
     zero = one - one
     u1 = np.uint64(1)
@@ -389,6 +390,7 @@ def _backward_channels(q, cb, mode, scatter, args):
                 o += step_out
         acc[0, w] += gx
         acc[1, w] += gy
+    # END SOLUTION
 
 
 @njit(cache=True)
@@ -677,6 +679,7 @@ def backward(grad_output, input, grid, mode: str, padding_mode: str, align_corne
     unless ``split=True``). All combinations give the same results (tests
     check); ``tile_points`` as in :func:`forward`.
     """
+    # BEGIN SOLUTION task2: the compiled kernel is left out of the student repository; use backend="numpy"
     gout = np.ascontiguousarray(grad_output)
     inp = np.ascontiguousarray(input)
     grd = np.ascontiguousarray(grid)
@@ -708,3 +711,4 @@ def backward(grad_output, input, grid, mode: str, padding_mode: str, align_corne
                _n_blocks(n_batch * _n_tiles(points, tile_points), par))
         _kernel("scatter", mode_code, -1, par)(gout, grad_input, off, mask, wts)
     return grad_input, grad_grid
+    # END SOLUTION

@@ -84,6 +84,7 @@ def _make_kernels(parallel: bool) -> dict:
 
     @njit(parallel=parallel, cache=True, fastmath={"reassoc"})
     def affine_grid_backward(grad_grid, xs, ys, grad_theta):
+        # BEGIN SOLUTION task1: the compiled kernel is left out of the student repository; use backend="numpy"
         # dL/dtheta[n, r, :] = sum_ij G[n, i, j, r] * (x_j^t, y_i^t, 1)
         PARALLEL  # noqa: B018 (part of the cache key)
         n_batch, h, w = grad_grid.shape[0], grad_grid.shape[1], grad_grid.shape[2]
@@ -110,6 +111,7 @@ def _make_kernels(parallel: bool) -> dict:
             grad_theta[n, 1, 0] = gyx
             grad_theta[n, 1, 1] = gyy
             grad_theta[n, 1, 2] = gy1
+        # END SOLUTION
 
     # Attention (eq. 2): x^s = s x^t + t_x, y^s = s y^t + t_y
 
@@ -162,6 +164,7 @@ def _make_kernels(parallel: bool) -> dict:
 
     @njit(parallel=parallel, cache=True)
     def projective_grid_backward(grad_grid, theta, xs, ys, eps, grad_theta):
+        # BEGIN SOLUTION task3: the compiled kernel is left out of the student repository; use backend="numpy"
         PARALLEL  # noqa: B018 (part of the cache key)
         n_batch, h, w = grad_grid.shape[0], grad_grid.shape[1], grad_grid.shape[2]
         for n in prange(n_batch):
@@ -180,6 +183,7 @@ def _make_kernels(parallel: bool) -> dict:
                         acc[k] += terms[k]
             for k in range(8):
                 grad_theta[n, k] = acc[k]
+        # END SOLUTION
 
     return {"affine_grid": affine_grid, "affine_grid_backward": affine_grid_backward,
             "attention_grid": attention_grid, "attention_grid_backward": attention_grid_backward,
@@ -221,9 +225,11 @@ def affine_grid(theta, xs, ys):
 
 def affine_grid_backward(grad_grid, xs, ys):
     """grad_grid (N, H_out, W_out, 2) -> grad_theta (N, 2, 3), grad_grid's dtype."""
+    # BEGIN SOLUTION task1: the compiled kernel is left out of the student repository; use backend="numpy"
     grad_theta = np.empty((grad_grid.shape[0], 2, 3), dtype=grad_grid.dtype)
     _launch("affine_grid_backward", grad_grid.size // 2, grad_grid.shape[0], grad_grid, xs, ys, grad_theta)
     return grad_theta
+    # END SOLUTION
 
 
 def attention_grid(theta, xs, ys):
@@ -249,10 +255,12 @@ def projective_grid(theta, xs, ys, eps):
 
 def projective_grid_backward(grad_grid, theta, xs, ys, eps):
     """grad_grid (N, H_out, W_out, 2), theta (N, 8) -> grad_theta (N, 8)."""
+    # BEGIN SOLUTION task3: the compiled kernel is left out of the student repository; use backend="numpy"
     grad_theta = np.empty((grad_grid.shape[0], 8), dtype=grad_grid.dtype)
     _launch("projective_grid_backward", grad_grid.size // 2, grad_grid.shape[0], grad_grid, theta, xs, ys,
             float(eps), grad_theta)
     return grad_theta
+    # END SOLUTION
 
 
 # ----------------------------------------------------------------------------

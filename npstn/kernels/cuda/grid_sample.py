@@ -93,6 +93,7 @@ def _forward_kernel(inp, grid, out, geo, mode, padding_mode, align_corners):
 
 @cuda.jit
 def _backward_kernel(grad_output, inp, grid, grad_input, grad_grid, geo, mode, padding_mode, align_corners):
+    # BEGIN SOLUTION task2: the compiled kernel is left out of the student repository; use backend="numpy"
     t = cuda.grid(1)
     n_chan, h_in, w_in = inp.shape[1], inp.shape[2], inp.shape[3]
     if t >= grid.shape[0] * grid.shape[1] * grid.shape[2]:
@@ -144,6 +145,7 @@ def _backward_kernel(grad_output, inp, grid, grad_input, grad_grid, geo, mode, p
         giy += dv_dy * go
     grad_grid[n, h, w, 0] = gix * dx
     grad_grid[n, h, w, 1] = giy * dy
+    # END SOLUTION
 
 
 @cuda.jit
@@ -176,6 +178,7 @@ def forward(input, grid, mode: str, padding_mode: str, align_corners: bool):
 
 def backward(grad_output, input, grid, mode: str, padding_mode: str, align_corners: bool):
     """(grad_input, grad_grid); device arrays if an argument was one."""
+    # BEGIN SOLUTION task2: the compiled kernel is left out of the student repository; use backend="numpy"
     cu = cuda_module()
     d_gout, gout_host = to_device(grad_output)
     d_inp, inp_host = to_device(input)
@@ -193,3 +196,4 @@ def backward(grad_output, input, grid, mode: str, padding_mode: str, align_corne
     if gout_host and inp_host and grid_host:
         return grad_input.copy_to_host(), grad_grid.copy_to_host()
     return grad_input, grad_grid
+    # END SOLUTION

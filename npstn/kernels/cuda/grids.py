@@ -106,6 +106,7 @@ def _affine_grid_kernel(theta, xs, ys, grid):
 
 @cuda.jit
 def _affine_grid_backward_kernel(grad_grid, xs, ys, grad_theta):
+    # BEGIN SOLUTION task1: the compiled kernel is left out of the student repository; use backend="numpy"
     # thread (n, r, k): dL/dtheta[n, r, k] = sum_ij G[n, i, j, r] * B_ij[k], B = (x, y, 1)
     t = cuda.grid(1)
     n_batch, h, w = grad_grid.shape[0], grad_grid.shape[1], grad_grid.shape[2]
@@ -125,6 +126,7 @@ def _affine_grid_backward_kernel(grad_grid, xs, ys, grad_theta):
                 b = 1.0
             acc += grad_grid[n, i, j, r] * b
     grad_theta[n, r, k] = acc
+    # END SOLUTION
 
 
 def affine_grid(theta, xs, ys):
@@ -134,7 +136,9 @@ def affine_grid(theta, xs, ys):
 
 def affine_grid_backward(grad_grid, xs, ys):
     """grad_grid (N, H_out, W_out, 2) -> grad_theta (N, 2, 3)."""
+    # BEGIN SOLUTION task1: the compiled kernel is left out of the student repository; use backend="numpy"
     return _differentiate(_affine_grid_backward_kernel, grad_grid, xs, ys, (2, 3), 6)
+    # END SOLUTION
 
 
 # ----------------------------------------------------------------------------
@@ -208,6 +212,7 @@ def _projective_grid_kernel(theta, xs, ys, eps, grid):
 
 @cuda.jit
 def _projective_grid_backward_kernel(grad_grid, theta, xs, ys, eps, grad_theta):
+    # BEGIN SOLUTION task3: the compiled kernel is left out of the student repository; use backend="numpy"
     # thread n: the 8 sums over all points of formulas.projective_gradient (0 on the horizon)
     n = cuda.grid(1)
     n_batch, h, w = grad_grid.shape[0], grad_grid.shape[1], grad_grid.shape[2]
@@ -239,6 +244,7 @@ def _projective_grid_backward_kernel(grad_grid, theta, xs, ys, eps, grad_theta):
     grad_theta[n, 5] = s5
     grad_theta[n, 6] = s6
     grad_theta[n, 7] = s7
+    # END SOLUTION
 
 
 def projective_grid(theta, xs, ys, eps):
@@ -248,8 +254,10 @@ def projective_grid(theta, xs, ys, eps):
 
 def projective_grid_backward(grad_grid, theta, xs, ys, eps):
     """grad_grid (N, H_out, W_out, 2), theta (N, 8) -> grad_theta (N, 8)."""
+    # BEGIN SOLUTION task3: the compiled kernel is left out of the student repository; use backend="numpy"
     d_theta, _ = to_device(theta)
     return _differentiate(_projective_grid_backward_kernel, grad_grid, xs, ys, (8,), 1, d_theta, float(eps))
+    # END SOLUTION
 
 
 # ----------------------------------------------------------------------------
