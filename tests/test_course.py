@@ -65,6 +65,7 @@ def test_the_starter_holds_no_solution(starter):
     assert not (starter / "course" / "mutation" / "solution_test_channel_affine.py").exists()
     assert (starter / "course" / "mutation" / "test_channel_affine.py").is_file()
     assert (starter / "README.md").is_file() and (starter / "course" / "tests" / "test_task1_affine.py").is_file()
+    assert 'testpaths = ["course/tests"]' in (starter / "pyproject.toml").read_text()  # `make test` finds them
     for name, text in files.items():
         assert not any(BEGIN.match(line) or END.match(line) for line in text.splitlines()), name
     # the NumPy specification and the compiled kernels of each task are gone, not only disabled

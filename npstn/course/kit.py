@@ -138,6 +138,8 @@ def write_starter(out, root: Path | None = None) -> dict:
             data = strip_notebook(data.decode("utf-8"), str(rel)).encode("utf-8")
         if rel == Path("course/student_README.md"):
             rel = Path("README.md")
+        if rel == Path("pyproject.toml"):  # the student repository's tests are the course's (`make test`)
+            data = data.replace(b'testpaths = ["tests"]', b'testpaths = ["course/tests"]')
         plan.append((rel, data))
     missing = [t.number for t in TASKS if t.number not in stripped]
     if missing:
