@@ -74,7 +74,8 @@ def _cmd_data(args) -> int:
 # Options of `npstn train` that map onto TrainConfig fields (dest -> field).
 _TRAIN_FIELDS = ("model", "transform", "distortion", "steps", "batch_size", "seed", "out", "backend",
                  "data_dir", "momentum", "loc_lr_mult", "lr", "lr_drops", "eval_every", "checkpoint_every",
-                 "log_every", "width", "weight_decay", "max_loss", "input_norm", "train_set")
+                 "log_every", "width", "weight_decay", "max_loss", "input_norm", "train_set", "task",
+                 "transformers", "budget")
 # The subset a sweep applies to every run.
 _COMMON_FIELDS = ("steps", "batch_size", "backend", "data_dir", "momentum", "loc_lr_mult", "lr", "lr_drops",
                   "eval_every", "checkpoint_every", "weight_decay", "input_norm", "train_set")
@@ -121,12 +122,17 @@ def _run_dir_default(config) -> str:
 
 def _check_model_size(config, prog: str) -> None:
     """Refuse a model too large to build (``--width``) before anything is allocated."""
-    from npstn.models import model_spec
+    from npstn.models import addition_model_spec, model_spec
 
-    spec = model_spec(config.model, config.transform, config.distortion, width=config.width)
+    if config.task == "addition":
+        spec = addition_model_spec(config.model, config.transform, transformers=config.transformers,
+                                   width=config.width, budget=config.budget)
+    else:
+        spec = model_spec(config.model, config.transform, config.distortion, width=config.width)
     if spec.params > MAX_PARAMETERS:
         raise ValueError(f"--width {config.width} gives {config.describe()} {spec.params:,} parameters, "
-                         f"more than npstn trains ({MAX_PARAMETERS:,}); use a smaller --width")
+                         f"more than npstn trains ({MAX_PARAMETERS:,}); use a smaller --width"
+                         + (" or --budget" if config.task == "addition" else ""))
 
 
 def _cmd_train(args) -> int:
@@ -169,7 +175,7 @@ def _cmd_eval(args) -> int:
     from npstn.utils.io import atomic_write_json
 
     model, config = load_run(args.run_dir, weights="checkpoint" if args.checkpoint else "final")
-    x, y = train_data.load_test_set(config.distortion, args.data_dir or config.data_dir)
+    x, y = train_data.load_test_for(config, args.data_dir)
     x = standardize(x, run_input_norm(args.run_dir))
     err = evaluate(model, x, y, args.batch_size)
     result = {"test_error_percent": err, "test_images": int(len(y)),
@@ -209,13 +215,13 @@ def _choices(option: str, values: list[str], allowed) -> list[str]:
     return values
 
 
-def _sweep(args, models, transforms, distortions) -> int:
-    from npstn.models import INPUT_SIZES, MODELS, TRANSFORM_NAMES
+def _sweep(args, models, transforms, distortions, task: str = "distortion") -> int:
+    from npstn.models import ADDITION_MODELS, INPUT_SIZES, MODELS, TRANSFORM_NAMES
     from npstn.train import TrainConfig, run_sweep, sweep_configs
 
     prog = f"npstn {args.command}"
     try:
-        _choices("--models", models, MODELS)
+        _choices("--models", models, ADDITION_MODELS if task == "addition" else MODELS)
         _choices("--transforms", transforms, TRANSFORM_NAMES)
         _choices("--distortions", distortions, list(INPUT_SIZES))
     except ValueError as exc:
@@ -223,7 +229,7 @@ def _sweep(args, models, transforms, distortions) -> int:
     common = _given(args, _COMMON_FIELDS)
     seeds = range(args.seed_start, args.seed_start + args.seeds)
     try:
-        configs = sweep_configs(args.out, models, transforms, distortions, seeds, **common)
+        configs = sweep_configs(args.out, models, transforms, distortions, seeds, task=task, **common)
         if getattr(args, "grid", None):
             try:
                 extra = json.loads(Path(args.grid).read_text())
@@ -262,6 +268,16 @@ def _cmd_sweep(args) -> int:
 
 
 def _cmd_reproduce(args) -> int:
+    table4 = args.table == "table4"
+    if args.out is None:
+        args.out = f"runs/{args.table}"
+    if args.models is None:
+        args.models = "fcn,cnn,st-fcn" if table4 else "fcn,cnn,st-fcn,st-cnn"
+    if table4 and args.distortions not in (None, "rts"):
+        return A.fail("npstn reproduce", f"--distortions {args.distortions}: table4 (MNIST addition) draws RTS "
+                      "digits only; leave --distortions out")
+    if args.distortions is None:
+        args.distortions = "rts" if table4 else "r,rts,p,e"
     if args.report:  # no training: the table and the figure from the finished runs under --out
         from npstn.train import collect_results
         from npstn.train.sweep import _write_sweep_results
@@ -276,7 +292,8 @@ def _cmd_reproduce(args) -> int:
         return 0
     if args.steps is None:
         args.steps = 150_000
-    return _sweep(args, _split(args.models), _split(args.transforms), _split(args.distortions))
+    return _sweep(args, _split(args.models), _split(args.transforms), _split(args.distortions),
+                  task="addition" if table4 else "distortion")
 
 
 def _cmd_bench(args) -> int:
@@ -331,9 +348,18 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--data-dir", type=A.input_folder, default=None, help="folder with the four MNIST IDX files")
     g.set_defaults(func=_cmd_data)
 
-    t = sub.add_parser("train", help="train FCN / CNN / ST-FCN / ST-CNN on distorted MNIST",
-                       description="Train one of the paper's models on a distorted-MNIST variant. "
-                       "Defaults follow the paper (SGD, batch 256, lr 0.01 /10 at 1/3 and 2/3, 150k steps).")
+    t = sub.add_parser("train", help="train FCN / CNN / ST-FCN / ST-CNN on distorted MNIST or MNIST addition",
+                       description="Train one of the paper's models on a distorted-MNIST variant (Table 1) "
+                       "or on MNIST addition (--task addition, Table 4). Defaults follow the paper "
+                       "(SGD, batch 256, lr 0.01 /10 at 1/3 and 2/3, 150k steps).")
+    t.add_argument("--task", choices=["distortion", "addition"],
+                   help="distorted MNIST (default) or MNIST addition: two RTS digits in two channels, "
+                   "the label their sum (models fcn, cnn, st-fcn)")
+    t.add_argument("--transformers", type=int, choices=[1, 2],
+                   help="--task addition: 1 (ST-FCN) or 2 (2xST-FCN, two transformers in parallel); default 1")
+    t.add_argument("--budget", type=A.positive_int(MAX_PARAMETERS),
+                   help="--task addition: parameter count every model is matched to (default: the 64-filter "
+                   "CNN's, 254,995)")
     t.add_argument("--model", choices=["fcn", "cnn", "st-fcn", "st-cnn"], help="(default st-fcn)")
     t.add_argument("--transform", choices=["affine", "projective", "tps", "attention"],
                    help="the ST's transform (default affine)")
@@ -381,18 +407,20 @@ def build_parser() -> argparse.ArgumentParser:
     _add_sweep_options(s)
     s.set_defaults(func=_cmd_sweep)
 
-    r = sub.add_parser("reproduce", help="reproduce a table of the paper (table1)",
-                       description="Table 1 of the paper as a sweep: FCN, CNN, ST-FCN and ST-CNN (each "
-                       "transform) on each distortion, --seeds runs each, 150k steps unless --steps. "
-                       "Same options and outputs as `npstn sweep`.")
-    r.add_argument("table", choices=["table1"])
-    r.add_argument("--models", default="fcn,cnn,st-fcn,st-cnn", help="comma list (default: all four)")
+    r = sub.add_parser("reproduce", help="reproduce a table of the paper (table1, table4)",
+                       description="table1: FCN, CNN, ST-FCN and ST-CNN (each transform) on each "
+                       "distortion; table4: MNIST addition, FCN, CNN, ST-FCN and 2xST-FCN (each transform). "
+                       "--seeds runs each, 150k steps unless --steps. Same options and outputs as `npstn sweep`.")
+    r.add_argument("table", choices=["table1", "table4"])
+    r.add_argument("--models", default=None,
+                   help="comma list (default: all of the table's: fcn,cnn,st-fcn,st-cnn for table1; "
+                   "fcn,cnn,st-fcn for table4, whose st-fcn rows run with 1 and 2 transformers)")
     r.add_argument("--report", action="store_true",
                    help="train nothing: rebuild results.md, results.json and results.png (npstn against the "
                    "paper) from the finished run folders under --out")
     r.add_argument("--transforms", default="affine,projective,tps")
-    r.add_argument("--distortions", default="r,rts,p,e")
-    r.add_argument("--out", type=A.output_folder, default="runs/table1")
+    r.add_argument("--distortions", default=None, help="comma list (table1; default r,rts,p,e)")
+    r.add_argument("--out", type=A.output_folder, default=None, help="(default runs/<table>)")
     _add_sweep_options(r, seeds=3)  # the paper reports means of 3 runs
     r.set_defaults(func=_cmd_reproduce)
 

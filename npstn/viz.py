@@ -191,14 +191,55 @@ def viz_run(run_dir, n: int = 12, out=None, test_data=None) -> list[Path]:
     model, config = T.load_run(run)
     out = Path(out) if out is not None else run / "viz"
     if test_data is None:
-        test_data = T.data.load_test_set(config.distortion, config.data_dir)
+        test_data = T.data.load_test_for(config)
     x, y = test_data
-    paths = [plot_transformations(model, x[:n], out / "transformations.png", labels=y[:n],
-                                  title=f"{config.describe()}: input U, sampling grid "
-                                        "T_theta(G) on U, output V", norm=T.run_input_norm(run))]
+    if config.task == "addition":
+        paths = [plot_addition(model, x[:n], out / "transformations.png", labels=y[:n],
+                               title=f"{config.describe()}: both channels with each transformer's grid, "
+                                     "then each transformer's output", norm=T.run_input_norm(run))]
+        spec = _specialisation_plot(run, out / "specialisation.png", config)
+        if spec is not None:
+            paths.append(spec)
+    else:
+        paths = [plot_transformations(model, x[:n], out / "transformations.png", labels=y[:n],
+                                      title=f"{config.describe()}: input U, sampling grid "
+                                            "T_theta(G) on U, output V", norm=T.run_input_norm(run))]
     if (run / T.LOG).is_file() and T.read_log(run / T.LOG):
         paths.append(plot_learning_curves(run / T.LOG, out / "curves.png", title=config.describe()))
     return paths
+
+
+def _specialisation_plot(run: Path, path, config) -> Path | None:
+    """The 2xST specialisation index over training (from metrics.json, else the checkpoint); None if unrecorded."""
+    import json
+
+    from npstn import train as T
+
+    records = None
+    try:
+        records = json.loads((run / T.METRICS).read_text()).get("specialisation")
+    except (OSError, ValueError, AttributeError):
+        pass
+    if not records:
+        try:
+            with np.load(run / T.CHECKPOINT, allow_pickle=False) as f:
+                records = json.loads(str(f["state.json"])).get("specialisation")
+        except Exception:  # noqa: BLE001 - an unreadable checkpoint just means no plot
+            records = None
+    pts = [(r["step"], r["specialisation"]) for r in records or () if r.get("specialisation") is not None]
+    if not pts:
+        return None
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5, 3))
+    steps, s = zip(*pts)
+    ax.plot(steps, s, marker="o")
+    ax.axhline(0, color="grey", lw=0.8)
+    ax.set_ylim(-1.05, 1.05)
+    ax.set_xlabel("step")
+    ax.set_ylabel("specialisation s")
+    ax.set_title(f"{config.describe()}\ns = M[0,0] - M[1,0]: +-1 each transformer sees one digit", fontsize=8)
+    fig.tight_layout()
+    return _save(fig, path)
 
 
 def plot_table1(results: list[dict], path, title: str | None = None) -> Path:
@@ -209,8 +250,11 @@ def plot_table1(results: list[dict], path, title: str | None = None) -> Path:
     ``results.json`` holds). Each (model, transform, distortion) cell is one
     point: x the paper's error, y npstn's mean over seeds, with a bar from the
     lowest to the highest seed; the diagonal is "as the paper", the dashed line
-    1.5x the paper. Cells the paper does not report are left out.
+    1.5x the paper. Cells the paper does not report are left out. MNIST-addition
+    runs (``task="addition"``) are drawn against Table 4 with star markers
+    ("add"; 2xST-FCN in purple).
     """
+    from npstn.addition import PAPER_TABLE4
     from npstn.train import PAPER_TABLE1
 
     plt = _pyplot()
@@ -219,21 +263,29 @@ def plot_table1(results: list[dict], path, title: str | None = None) -> Path:
         c, err = r["config"], r.get("test_error_percent")
         if err is None:
             continue
-        key = (c["model"], c["transform"] if c["model"].startswith("st-") else None, c["distortion"])
+        st = c["model"].startswith("st-")
+        if c.get("task", "distortion") == "addition":
+            n = int(c.get("transformers", 1)) if st else 0
+            key = ("2xst-fcn" if n == 2 else c["model"], c["transform"] if st else None, "add",
+                   PAPER_TABLE4.get((c["model"], c["transform"] if st else None, n)))
+        else:
+            key = (c["model"], c["transform"] if st else None, c["distortion"],
+                   PAPER_TABLE1.get((c["model"], c["transform"] if st else None), {}).get(c["distortion"]))
         cells.setdefault(key, []).append(float(err))
-    colours = {"fcn": "#8e8e93", "cnn": "#34c759", "st-fcn": "#007aff", "st-cnn": "#ff9500"}
-    markers = {"r": "o", "rts": "s", "p": "^", "e": "D", "tc": "v"}
+    colours = {"fcn": "#8e8e93", "cnn": "#34c759", "st-fcn": "#007aff", "st-cnn": "#ff9500",
+               "2xst-fcn": "#af52de"}
+    markers = {"r": "o", "rts": "s", "p": "^", "e": "D", "tc": "v", "add": "*"}
     fig, ax = plt.subplots(figsize=(6.4, 5.6))
-    lo, hi = 0.3, 20.0
+    top = max([max(v) for v in cells.values()] + [k[3] or 0 for k in cells] + [1.0])
+    lo, hi = 0.3, max(20.0, 1.6 * top)
     ax.plot([lo, hi], [lo, hi], color="k", lw=0.8, label="as the paper")
     ax.plot([lo, hi], [1.5 * lo, 1.5 * hi], color="k", lw=0.8, ls="--", label="1.5x the paper")
     seen = set()
-    for (model, transform, dist), errs in sorted(cells.items(), key=str):
-        paper = PAPER_TABLE1.get((model, transform), {}).get(dist)
+    for (model, transform, dist, paper), errs in sorted(cells.items(), key=str):
         if paper is None:
             continue
         e = np.array(errs)
-        lab = model.upper() + (f" {transform}" if transform else "")
+        lab = ("2xST-FCN" if model == "2xst-fcn" else model.upper()) + (f" {transform}" if transform else "")
         ax.errorbar([paper], [e.mean()], yerr=[[e.mean() - e.min()], [e.max() - e.mean()]],
                     fmt=markers.get(dist, "o"), color=colours.get(model, "k"), ms=6, capsize=2,
                     alpha=0.85 if transform in (None, "affine") else 0.55,
@@ -248,7 +300,8 @@ def plot_table1(results: list[dict], path, title: str | None = None) -> Path:
     ax.set_ylim(lo, hi)
     ax.set_xlabel("paper's test error (%)")
     ax.set_ylabel("npstn's test error (%), mean over seeds (bar: min-max)")
-    ax.set_title(title or "Table 1: npstn against the paper (markers: o R, s RTS, ^ P, D E, v TC)", fontsize=9)
+    ax.set_title(title or "Table 1: npstn against the paper (markers: o R, s RTS, ^ P, D E, v TC"
+                 + (", * addition" if any(k[2] == "add" for k in cells) else "") + ")", fontsize=9)
     ax.grid(True, which="both", lw=0.3, alpha=0.5)
     ax.legend(fontsize=7, loc="upper left")
     return _save(fig, path)
@@ -260,7 +313,8 @@ def plot_table1(results: list[dict], path, title: str | None = None) -> Path:
 ADDITION_GRID_COLOURS = ("#ff3b30", "#0a84ff")
 
 
-def plot_addition(model, x: np.ndarray, path, labels=None, digits=None, title: str | None = None) -> Path:
+def plot_addition(model, x: np.ndarray, path, labels=None, digits=None, title: str | None = None,
+                  norm: dict | None = None) -> Path:
     """MNIST addition pairs, both transformers' grids on both channels, and each transformer's output.
 
     One row per pair in ``x`` (N, 2, H, W) (channel 0 digit a, channel 1
@@ -273,8 +327,12 @@ def plot_addition(model, x: np.ndarray, path, labels=None, digits=None, title: s
     model without transformers only the input channels are drawn.
 
     ``labels`` (the sums) and ``digits`` ((N, 2), the two digits) add to the
-    row titles, with the model's prediction. Returns the PNG's path.
+    row titles, with the model's prediction. ``norm`` as for
+    :func:`plot_transformations` (the model sees standardised pixels; the
+    outputs are drawn back in pixel units). Returns the PNG's path.
     """
+    from npstn.train.data import standardize
+
     plt = _pyplot()
     x = np.ascontiguousarray(x, dtype=np.float32)
     if x.ndim != 4 or x.shape[1] != 2:
@@ -284,10 +342,14 @@ def plot_addition(model, x: np.ndarray, path, labels=None, digits=None, title: s
     was_training = model.training
     model.eval()
     try:
-        pred = model(x).argmax(axis=1)
+        x_in = standardize(x, norm)
+        pred = model(x_in).argmax(axis=1)
         outs, meshes = [], []
         for st in sts:
-            outs.append(np.asarray(st(x)))
+            v = np.asarray(st(x_in))
+            if norm is not None:
+                v = v * np.float32(norm["std"]) + np.float32(norm["mean"])
+            outs.append(v)
             meshes.append(transformation_mesh(st, st.theta, h, w))
     finally:
         model.train(was_training)

@@ -37,8 +37,9 @@ from npstn.train.config import (DEFAULT_INPUT_NORM, DEFAULT_LOC_LR_MULT, DEFAULT
 from npstn.train.checkpoint import (CHECKPOINT, CONFIG, DIVERGED, LOG, METRICS, MODEL, _stored_config, load_checkpoint,
                                     read_npz, save_checkpoint)
 from npstn.train.log import read_log
-from npstn.train.data import (FixedTrainSet, StandardizedSource, load_data, load_test_set,
-                              load_train_source, prepare_data, run_input_norm, standardize)
+from npstn.train.data import (FixedTrainSet, StandardizedSource, load_addition_source, load_addition_test_set,
+                              load_data, load_test_for, load_test_set, load_train_source, prepare_data,
+                              run_input_norm, standardize)
 from npstn.train.step import evaluate, train_step
 from npstn.train.loop import _check_resume_config, load_run, train
 from npstn.train.tables import PAPER_TABLE1, REPLICATIONS, results_table
@@ -47,7 +48,8 @@ from npstn.train import checkpoint, config, data, log, loop, step, sweep, tables
 
 __all__ = [
     "DEFAULT_MOMENTUM", "DEFAULT_LOC_LR_MULT", "DEFAULT_INPUT_NORM", "INPUT_NORMS", "TRAIN_SETS", "TrainConfig", "TrainingDiverged",
-    "train", "train_step", "evaluate", "load_data", "load_train_source", "load_test_set", "prepare_data",
+    "train", "train_step", "evaluate", "load_data", "load_train_source", "load_test_set",
+    "load_test_for", "load_addition_source", "load_addition_test_set", "prepare_data",
     "FixedTrainSet", "StandardizedSource", "run_input_norm", "standardize", "load_run", "read_log",
     "save_checkpoint", "load_checkpoint", "read_npz", "run_sweep", "run_one", "sweep_configs", "run_folder",
     "collect_results", "results_table", "PAPER_TABLE1", "REPLICATIONS",

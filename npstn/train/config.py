@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from npstn.models import INPUT_SIZES, MODELS, TRANSFORM_NAMES
+from npstn.models import ADDITION_MODELS, INPUT_SIZES, MODELS, TASKS, TRANSFORM_NAMES
 
 #: SGD momentum used unless told otherwise (chosen by experiment; see docs/training.md).
 DEFAULT_MOMENTUM = 0.9
@@ -33,7 +33,7 @@ DEFAULT_LOC_LR_MULT = 1.0
 # outputs live, how often to evaluate or checkpoint, the backend) may change.
 _DETERMINING = ("model", "transform", "distortion", "steps", "batch_size", "lr", "lr_drops",
                 "lr_gamma", "momentum", "loc_lr_mult", "weight_decay", "seed", "width",
-                "log_every", "max_loss", "input_norm", "train_set")
+                "log_every", "max_loss", "input_norm", "train_set", "task", "transformers", "budget")
 
 
 
@@ -59,6 +59,13 @@ class TrainConfig:
 
     Attributes
     ----------
+    task : "distortion" (the default: distorted MNIST, Table 1) or "addition"
+        (MNIST addition, Table 4: two RTS digits in two channels, the label
+        their sum; ``distortion`` must be "rts" and ``model`` "fcn", "cnn"
+        or "st-fcn"; see :mod:`npstn.data.addition`)
+    transformers : addition only: 1 (ST-FCN) or 2 (2xST-FCN, two transformers in parallel)
+    budget : addition only: the parameter count the models are matched to
+        (None: the anchor CNN's, see :func:`npstn.models.addition_model_spec`)
     model : "fcn", "cnn", "st-fcn" or "st-cnn"
     transform : "affine", "projective", "tps" or "attention" (ST models)
     distortion : "r", "rts", "p", "e" or "tc"
@@ -93,6 +100,9 @@ class TrainConfig:
     out : the run folder
     """
 
+    task: str = "distortion"
+    transformers: int = 1
+    budget: int | None = None
     model: str = "st-fcn"
     transform: str = "affine"
     distortion: str = "rts"
@@ -148,6 +158,33 @@ class TrainConfig:
                 raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {v!r}")
         if not all(0 < f < 1 for f in self.lr_drops):
             raise ValueError(f"lr_drops must be fractions of the run in (0, 1), got {self.lr_drops}")
+        self._check_task()
+
+    def _check_task(self) -> None:
+        """The fields of the addition task, and their absence elsewhere."""
+        self.task = str(self.task).lower()
+        if self.task not in TASKS:
+            raise ValueError(f"task must be one of {', '.join(TASKS)}, got {self.task!r}")
+        t = self.transformers
+        if isinstance(t, bool) or not isinstance(t, (int, np.integer)) or t not in (1, 2):
+            raise ValueError(f"transformers must be 1 or 2, got {t!r}")
+        b = self.budget
+        if b is not None and (isinstance(b, bool) or not isinstance(b, (int, np.integer)) or b < 1):
+            raise ValueError(f"budget must be None or a positive int (a parameter count), got {b!r}")
+        if self.task == "distortion":
+            if t != 1 or b is not None:
+                raise ValueError("transformers and budget belong to the addition task; set task='addition' "
+                                 "(--task addition)")
+            return
+        if self.model not in ADDITION_MODELS:
+            raise ValueError(f"the addition task's models are {', '.join(ADDITION_MODELS)}, got {self.model!r} "
+                             "(2xST-FCN is st-fcn with transformers=2)")
+        if t == 2 and not self.model.startswith("st-"):
+            raise ValueError(f"transformers=2 needs the st-fcn model; {self.model!r} has no transformer")
+        if self.distortion != "rts":
+            raise ValueError(f"the addition task draws RTS digits; distortion must be 'rts', got {self.distortion!r}")
+        if self.train_set != "fresh":
+            raise ValueError("the addition task draws fresh pairs every step; train_set must be 'fresh'")
 
     # derived settings ---------------------------------------------------------
     @property
@@ -188,6 +225,9 @@ class TrainConfig:
 
     def describe(self) -> str:
         t = f" ({self.transform})" if self.model.startswith("st-") else ""
+        if self.task == "addition":
+            n = "2x" if self.transformers == 2 and self.model.startswith("st-") else ""
+            return f"{n}{self.model.upper()}{t} on MNIST addition"
         return f"{self.model.upper()}{t} on {self.distortion.upper()}"
 
 

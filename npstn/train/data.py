@@ -43,9 +43,39 @@ def load_test_set(distortion: str, data_dir=None):
 
 
 
-def load_data(distortion: str, data_dir=None, backend=None):
-    """``(train_source, (x_test, y_test))``: :func:`load_train_source` and :func:`load_test_set`."""
+def load_addition_source(data_dir=None, backend=None):
+    """The MNIST-addition training stream (:class:`npstn.data.addition.AdditionMNIST`): fresh pairs
+    of RTS digits, x (B, 2, 42, 42), y their sum. Tests replace this function with synthetic digits."""
+    from npstn.data.addition import AdditionMNIST
+
+    return AdditionMNIST(data_dir=data_dir, backend=backend)
+
+
+
+def load_addition_test_set(data_dir=None):
+    """The fixed MNIST-addition test set (:func:`npstn.data.addition.addition_test_set`):
+    x float32 (10000, 2, 42, 42), y int64 (10000,) in 0..18."""
+    from npstn.data.addition import addition_test_set
+
+    return addition_test_set(data_dir=data_dir)
+
+
+
+def load_data(distortion: str, data_dir=None, backend=None, task: str = "distortion"):
+    """``(train_source, (x_test, y_test))``: :func:`load_train_source` and :func:`load_test_set`
+    (with ``task="addition"``: :func:`load_addition_source` and :func:`load_addition_test_set`)."""
+    if task == "addition":
+        return load_addition_source(data_dir, backend), load_addition_test_set(data_dir)
     return load_train_source(distortion, data_dir, backend), load_test_set(distortion, data_dir)
+
+
+
+def load_test_for(config: TrainConfig, data_dir=None):
+    """The fixed test set of ``config``'s task and distortion (``data_dir`` overrides the config's)."""
+    where = data_dir or config.data_dir
+    if config.task == "addition":
+        return load_addition_test_set(where)
+    return load_test_set(config.distortion, where)
 
 
 

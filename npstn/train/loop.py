@@ -50,6 +50,15 @@ def _backend(name):
 
 
 
+def build_run_model(config: TrainConfig, seed: int | None = None):
+    """The untrained model ``config`` describes (its task, model, transform, width, ...)."""
+    extra = ({"task": "addition", "transformers": config.transformers, "budget": config.budget}
+             if config.task == "addition" else {})
+    return build_model(config.model, config.transform, config.distortion, width=config.width,
+                       loc_lr_mult=config.loc_lr_mult, seed=seed, **extra)
+
+
+
 def _data_rng(seed: int) -> np.random.Generator:
     """The training data stream: independent of the weight-initialisation stream."""
     return np.random.default_rng(np.random.SeedSequence(int(seed), spawn_key=(1,)))
@@ -162,8 +171,7 @@ def _train_locked(config: TrainConfig, run: Path, resume: bool, progress: bool, 
             return done
 
     with _backend(config.backend):
-        model = build_model(config.model, config.transform, config.distortion, width=config.width,
-                            loc_lr_mult=config.loc_lr_mult, seed=config.seed)
+        model = build_run_model(config, seed=config.seed)
         on_device = npstn.get_backend() == "cuda"
         if on_device:  # parameters, gradients and SGD buffers live on the GPU
             model.to("cuda")
@@ -172,12 +180,13 @@ def _train_locked(config: TrainConfig, run: Path, resume: bool, progress: bool, 
         scheduler = nn.MultiStepLR(optimizer, config.milestones, config.lr_gamma)
         rng = _data_rng(config.seed)
 
-        start, elapsed_before, evals = 0, 0.0, []
+        start, elapsed_before, evals, specialisation = 0, 0.0, [], []
         window = {"loss": 0.0, "correct": 0, "seen": 0, "steps": 0}
         if state is not None:
             state = load_checkpoint(ckpt_path, model, optimizer, scheduler, rng)
             start, elapsed_before = state["step"], state["elapsed_s"]
             evals, window = state["evals"], state["window"]
+            specialisation = state.get("specialisation") or []
             _truncate_log(log_path, start)
             if progress:
                 print(f"npstn: resuming {config.describe()} from step {start} ({ckpt_path})")
@@ -187,17 +196,18 @@ def _train_locked(config: TrainConfig, run: Path, resume: bool, progress: bool, 
         atomic_write_json(run / CONFIG, config.to_dict())
 
         train_source, test = data if data is not None else _data.load_data(
-            config.distortion, config.data_dir, config.backend)
+            config.distortion, config.data_dir, config.backend, task=config.task)
         train_source, (x_test, y_test), norm = _data.prepare_data(config, train_source, test)
         loss_fn = nn.CrossEntropyLoss()
 
         if start >= config.steps:  # already complete: just (re)write the outputs
-            return _finish(run, model, config, x_test, y_test, evals, elapsed_before, progress, norm)
+            return _finish(run, model, config, x_test, y_test, evals, elapsed_before, progress, norm,
+                           specialisation)
 
         def checkpoint(step, elapsed):
             save_checkpoint(ckpt_path, model, optimizer, scheduler, rng, step, {
                 "config": config.to_dict(), "elapsed_s": elapsed, "evals": evals,
-                "window": dict(window), "input_norm_stats": norm})
+                "window": dict(window), "input_norm_stats": norm, "specialisation": specialisation})
 
         t0 = time.perf_counter()
         bar = tqdm(total=config.steps, initial=start, unit="step", disable=not progress,
@@ -235,6 +245,8 @@ def _train_locked(config: TrainConfig, run: Path, resume: bool, progress: bool, 
                 if k % config.eval_interval == 0 or k == config.steps:
                     test_err = evaluate(model, x_test, y_test, config.eval_batch_size)
                     evals.append([k, test_err])
+                    if config.task == "addition" and getattr(model, "transformers", None):
+                        specialisation.append(_specialisation(model, x_test, k))
                 if k % config.log_interval == 0 or test_err is not None or k == config.steps:
                     elapsed = elapsed_before + time.perf_counter() - t0
                     mean_loss = window["loss"] / window["steps"]
@@ -256,7 +268,7 @@ def _train_locked(config: TrainConfig, run: Path, resume: bool, progress: bool, 
             log.close()
             bar.close()
         return _finish(run, model, config, x_test, y_test, evals,
-                       elapsed_before + time.perf_counter() - t0, progress, norm)
+                       elapsed_before + time.perf_counter() - t0, progress, norm, specialisation)
 
 
 
@@ -280,8 +292,22 @@ def _diverged(run: Path, config: TrainConfig, step: int, loss: float, what: str)
 
 
 
+#: Test images on which an addition run measures its transformers' specialisation at each evaluation.
+SPECIALISATION_IMAGES = 1000
+
+
+
+def _specialisation(model, x_test, step: int) -> dict:
+    """``{"step", "channel_shares", "specialisation"}``: :func:`npstn.addition.specialisation_report`
+    on the first :data:`SPECIALISATION_IMAGES` test pairs (how far the transformers divide the digits)."""
+    from npstn.addition import specialisation_report
+
+    return {"step": int(step), **specialisation_report(model, x_test[:SPECIALISATION_IMAGES])}
+
+
+
 def _finish(run: Path, model, config: TrainConfig, x_test, y_test, evals, wall: float,
-            progress: bool, norm: dict | None = None) -> dict:
+            progress: bool, norm: dict | None = None, specialisation: list | None = None) -> dict:
     """Final evaluation (if the last step was not evaluated), model.npz and metrics.json."""
     if evals and evals[-1][0] == config.steps:
         err = evals[-1][1]
@@ -300,6 +326,7 @@ def _finish(run: Path, model, config: TrainConfig, x_test, y_test, evals, wall: 
         "evals": [{"step": int(s), "test_error_percent": float(e)} for s, e in evals],
         "test_images": int(len(y_test)),
         "input_norm_stats": norm,
+        **({"specialisation": specialisation or []} if config.task == "addition" else {}),
         "config": config.to_dict(),
         "model_spec": model.spec.to_dict() if getattr(model, "spec", None) else None,
         "npstn_version": npstn.__version__,
@@ -330,8 +357,7 @@ def load_run(run_dir, weights: str = "final"):
         config = TrainConfig.from_stored(_stored_config(run))
     except (TypeError, ValueError) as exc:
         raise RunFolderError(f"{str(run / CONFIG)!r} is not a valid npstn configuration ({exc})") from None
-    model = build_model(config.model, config.transform, config.distortion, width=config.width,
-                        loc_lr_mult=config.loc_lr_mult, seed=0)
+    model = build_run_model(config, seed=0)
     if weights == "final" and (run / MODEL).is_file():
         path, state = run / MODEL, read_npz(run / MODEL, "model file")
     elif (run / CHECKPOINT).is_file():

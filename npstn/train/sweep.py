@@ -42,27 +42,38 @@ def collect_results(root) -> list[dict]:
 
 
 def run_folder(root, config: TrainConfig) -> Path:
-    """Where a sweep keeps one run: ``root/<distortion>/<model>[-<transform>]/seed<S>``."""
+    """Where a sweep keeps one run: ``root/<distortion>/<model>[-<transform>]/seed<S>``;
+    for MNIST addition ``root/addition/[2x]<model>[-<transform>]/seed<S>``."""
     name = config.model + (f"-{config.transform}" if config.model.startswith("st-") else "")
+    if config.task == "addition":
+        two = "2x" if config.transformers == 2 and config.model.startswith("st-") else ""
+        return Path(root) / "addition" / (two + name) / f"seed{config.seed}"
     return Path(root) / config.distortion / name / f"seed{config.seed}"
 
 
 
-def sweep_configs(root, models, transforms, distortions, seeds, **common) -> list[TrainConfig]:
+def sweep_configs(root, models, transforms, distortions, seeds, task: str = "distortion",
+                  **common) -> list[TrainConfig]:
     """The grid models x transforms x distortions x seeds as TrainConfigs (FCN/CNN once per transform list).
 
     ``common`` holds the other TrainConfig fields (steps, batch_size, lr...).
-    Each config's ``out`` is :func:`run_folder`.
+    Each config's ``out`` is :func:`run_folder`. With ``task="addition"`` (Table 4) the
+    distortion is RTS and each ST model runs with one and with two transformers.
     """
     configs = []
+    if task == "addition":
+        distortions = ["rts"]
     for d in distortions:
         for m in models:
-            ts = transforms if str(m).lower().startswith("st-") else ["affine"]
-            for t in ts:
-                for s in seeds:
-                    c = TrainConfig(model=m, transform=t, distortion=d, seed=int(s), **common)
-                    c.out = str(run_folder(root, c))
-                    configs.append(c)
+            st = str(m).lower().startswith("st-")
+            ts = transforms if st else ["affine"]
+            for n in ((1, 2) if task == "addition" and st else (1,)):
+                extra = {"task": "addition", "transformers": n} if task == "addition" else {}
+                for t in ts:
+                    for s in seeds:
+                        c = TrainConfig(model=m, transform=t, distortion=d, seed=int(s), **extra, **common)
+                        c.out = str(run_folder(root, c))
+                        configs.append(c)
     return configs
 
 

@@ -28,9 +28,68 @@ REPLICATIONS = {
 
 
 
+def _is_addition(r: dict) -> bool:
+    return r["config"].get("task", "distortion") == "addition"
+
+
+
+def _mean_cell(errs: list, bad: int) -> str:
+    e = np.array(errs)
+    txt = (f"{e.mean():.2f} +- {e.std():.2f} ({len(e)})" if len(e) > 1
+           else f"{e[0]:.2f} (1)" if len(e) == 1 else "-")
+    return txt + (f" [{bad} failed/diverged]" if bad else "")
+
+
+
 def results_table(results: list[dict]) -> str:
     """A Markdown table: mean test error (%) +- std over seeds per (model, transform) x distortion,
-    beside the paper's Table 1 numbers."""
+    beside the paper's Table 1 numbers; MNIST-addition runs get their own table beside Table 4
+    (:func:`addition_results_table`)."""
+    addition = [r for r in results if _is_addition(r)]
+    rest = [r for r in results if not _is_addition(r)]
+    parts = ([_table1(rest)] if rest or not addition else []) + ([addition_results_table(addition)] if addition else [])
+    return "\n\n".join(parts)
+
+
+
+def addition_results_table(results: list[dict]) -> str:
+    """MNIST addition (Table 4): mean test error (%) +- std over seeds per model, beside the paper's,
+    with the last recorded specialisation index s of each 2xST run (see :mod:`npstn.addition`)."""
+    from npstn.addition import PAPER_TABLE4
+
+    cells: dict = {}
+    steps = set()
+    for r in results:
+        c = r["config"]
+        st = c["model"].startswith("st-")
+        key = (c["model"], c["transform"] if st else None, int(c.get("transformers", 1)) if st else 0)
+        cell = cells.setdefault(key, {"errs": [], "bad": 0, "spec": []})
+        steps.add(c["steps"])
+        if r["test_error_percent"] is not None:
+            cell["errs"].append(r["test_error_percent"])
+        else:
+            cell["bad"] += 1
+        recs = (r.get("metrics") or {}).get("specialisation") or []
+        if recs and recs[-1].get("specialisation") is not None:
+            cell["spec"].append(recs[-1]["specialisation"])
+    order = list(PAPER_TABLE4)
+    keys = sorted(cells, key=lambda k: order.index(k) if k in order else len(order))
+    lines = [f"MNIST addition, test error (%), mean +- std over seeds (runs); steps: "
+             f"{', '.join(map(str, sorted(steps)))}.", "",
+             "| model | npstn | paper | specialisation s |", "|---|---:|---:|---:|"]
+    for key in keys:
+        m, t, n = key
+        name = ("2x" if n == 2 else "") + m.upper() + (f" {t}" if t else "")
+        paper = PAPER_TABLE4.get(key)
+        spec = ", ".join(f"{v:+.2f}" for v in cells[key]["spec"]) if cells[key]["spec"] else ""
+        lines.append(f"| {name} | {_mean_cell(cells[key]['errs'], cells[key]['bad'])} | "
+                     f"{'' if paper is None else paper} | {spec} |")
+    return "\n".join(lines)
+
+
+
+def _table1(results: list[dict]) -> str:
+    """:func:`results_table` for distorted-MNIST runs (Table 1)."""
     cells: dict = {}
     steps = set()
     for r in results:
@@ -57,12 +116,7 @@ def results_table(results: list[dict]) -> str:
             if cell is None:
                 row.append("")
             else:
-                e = np.array(cell["errs"])
-                txt = (f"{e.mean():.2f} +- {e.std():.2f} ({len(e)})" if len(e) > 1
-                       else f"{e[0]:.2f} (1)" if len(e) == 1 else "-")
-                if cell["bad"]:
-                    txt += f" [{cell['bad']} failed/diverged]"
-                row.append(txt)
+                row.append(_mean_cell(cell["errs"], cell["bad"]))
             paper = PAPER_TABLE1.get(key, {}).get(d)
             row.append("" if paper is None else f"{paper}")
         lines.append(f"| {name} | " + " | ".join(row) + " |")
