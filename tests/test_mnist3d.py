@@ -57,6 +57,11 @@ def test_batches_are_drawn_from_the_generator_alone():
     assert a[0].shape == (4, 1, S, S, S) and not np.array_equal(a[0], c[0])
     theta = random_poses(100, np.random.default_rng(0), max_angle=30, max_shift=0.1)
     assert np.all(np.abs(theta[:, :, 3]) <= 0.1)
+    # the test set: the first n digits, rendered in chunks of 256, the same every call
+    xt, yt = mnist3d_test_set(size=4, n=300, images=np.repeat(x, 10, axis=0), labels=np.repeat(y, 10))
+    assert xt.shape == (300, 1, 4, 4, 4) and np.array_equal(yt, np.repeat(y, 10)[:300])
+    np.testing.assert_array_equal(xt, mnist3d_test_set(size=4, n=300, images=np.repeat(x, 10, axis=0),
+                                                       labels=np.repeat(y, 10))[0])
     with pytest.raises(ValueError, match="batch_size must be a positive int"):
         data.sample_batch(0)
     with pytest.raises(ValueError, match="size must be an int >= 2"):

@@ -177,6 +177,7 @@ def mnist3d_test_set(data_dir=None, size: int = MNIST3D_SIZE, n: int = MNIST3D_T
     else:
         images, labels = _as_digits(images, labels, "mnist3d_test_set")
     n = min(int(n), len(images))
+    images = images[:n]
     theta = random_poses(n, np.random.default_rng(seed), max_angle, max_shift)
     x = np.empty((n, 1, size, size, size), dtype=np.float32)
     for i in range(0, n, 256):
