@@ -120,7 +120,7 @@ def traffic_bytes(shape, out_hw, itemsize=4):
 def make_inputs(shape, out_hw, seed=0):
     import numpy as np
 
-    n = shape[0]
+    n, c = shape[:2]
     rng = np.random.default_rng(seed)
     x = rng.standard_normal(shape).astype(np.float32)
     # near-identity transforms: a little rotation, scale and shift; some points fall outside
