@@ -9,7 +9,7 @@ from npstn import train as T
 from npstn.cli import main
 from npstn.data.mnist3d import MNIST3D, mnist3d_test_set, random_poses, render_volumes, rotation_matrices
 from npstn.models import build_mnist3d_model, build_model, mnist3d_model_spec
-from npstn.train import TrainConfig, train
+from npstn.train import TrainConfig
 from test_train import synthetic_digits  # noqa: E402  (the tests' shared synthetic digits)
 
 S = 8  # volumes of 8^3 voxels keep these tests fast
@@ -100,19 +100,17 @@ def test_bad_mnist3d_settings_are_explained(kwargs, match):
 
 
 def test_train_eval_viz_end_to_end(tmp_path, synthetic):
-    base = dict(task="mnist3d", volume_size=S, steps=4, batch_size=8, eval_every=2, checkpoint_every=2,
-                log_every=1, input_norm="none")
-    cfg = TrainConfig(model="st-fcn", out=str(tmp_path / "st"), **base)
-    assert cfg.describe() == f"ST-FCN (affine3d) on 3D MNIST ({S}^3)"
-    m = train(cfg, progress=False)
+    """`npstn train --task mnist3d` (the ST-FCN), then eval and viz of the run."""
+    rc = main(["train", "--task", "mnist3d", "--model", "st-fcn", "--volume-size", str(S), "--steps", "4",
+               "--batch-size", "8", "--eval-every", "2", "--input-norm", "none", "--out", str(tmp_path / "st"),
+               "--quiet"])
+    assert rc == 0
+    cfg = TrainConfig.from_stored(json.loads((tmp_path / "st" / "config.json").read_text()))
+    assert (cfg.task, cfg.volume_size, cfg.describe()) == ("mnist3d", S, f"ST-FCN (affine3d) on 3D MNIST ({S}^3)")
+    m = json.loads((tmp_path / "st" / "metrics.json").read_text())
     assert m["steps"] == 4 and 0 <= m["test_error_percent"] <= 100
-    assert TrainConfig.from_stored(json.loads((tmp_path / "st" / "config.json").read_text())) == cfg
     model, config = T.load_run(tmp_path / "st")
-    assert config.task == "mnist3d" and model.transformer is not None
-    # the CLI: train the baseline, then eval and viz the ST run
-    rc = main(["train", "--task", "mnist3d", "--model", "fcn", "--volume-size", str(S), "--steps", "2",
-               "--batch-size", "4", "--input-norm", "none", "--out", str(tmp_path / "fcn"), "--quiet"])
-    assert rc == 0 and (tmp_path / "fcn" / "metrics.json").is_file()
+    assert config == cfg and model.transformer is not None and model.transformer.transform.name == "affine3d"
     assert main(["eval", str(tmp_path / "st")]) == 0
     assert main(["viz", str(tmp_path / "st"), "--n", "3"]) == 0
     assert (tmp_path / "st" / "viz" / "transformations.png").stat().st_size > 1000
