@@ -10,6 +10,11 @@ input is sampled::
                          [  1  ]                                  [  1  ]
 
 Shapes: theta (N, 2, 3) -> grid (N, H_out, W_out, 2), last axis (x^s, y^s).
+Volumes (the paper's appendix A.3, as torch): theta (N, 3, 4) with a 5-D
+size (N, C, D_out, H_out, W_out) -> grid (N, D_out, H_out, W_out, 3), last
+axis (x^s, y^s, z^s) = A_theta (x^t, y^t, z^t, 1); the backward is again the
+transpose, dL/dtheta[n, r, k] = sum_i G[n, i, r] B_i[k] with
+B_i = (x^t, y^t, z^t, 1).
 
 The grid is *linear* in theta. Writing B_i = (x_i^t, y_i^t, 1) for the
 homogeneous target coordinates, grid[n, i, r] = sum_k theta[n, r, k] B_i[k],
@@ -223,10 +228,10 @@ def affine_grid(theta, size, align_corners: bool = False, backend: str | None = 
 
     Parameters
     ----------
-    theta : array (N, 2, 3), float32 or float64
+    theta : array (N, 2, 3), float32 or float64; (N, 3, 4) for volumes
         A_theta for each batch element (NumPy, or a CUDA device array with
         ``backend="cuda"``).
-    size : (N, C, H_out, W_out)
+    size : (N, C, H_out, W_out), or (N, C, D_out, H_out, W_out) for volumes
         Size of the output map (C is ignored, as in torch).
     align_corners : bool
         torch's meaning (see the module docstring).
@@ -235,7 +240,8 @@ def affine_grid(theta, size, align_corners: bool = False, backend: str | None = 
     -------
     grid : array (N, H_out, W_out, 2), theta's dtype
         ``grid[n, i, j] = A_theta[n] @ (x_j^t, y_i^t, 1)``; equals
-        ``torch.nn.functional.affine_grid``.
+        ``torch.nn.functional.affine_grid``. Volumes: (N, D_out, H_out, W_out, 3),
+        ``grid[n, l, i, j] = A_theta[n] @ (x_j^t, y_i^t, z_l^t, 1)``.
     """
     check_bool("align_corners", align_corners)
     backend = resolve_backend(backend, theta)

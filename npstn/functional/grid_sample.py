@@ -95,6 +95,11 @@ Hostile grids (npstn's policy, not torch's; see docs/DESIGN.md "Errors"):
 
 Shapes: input (N, C, H, W), grid (N, H_out, W_out, 2) with the same dtype
 (float32 or float64) -> output (N, C, H_out, W_out) in that dtype.
+
+Volumes: the same functions take 5-D inputs (N, C, D, H, W) with grids
+(N, D_out, H_out, W_out, 3) of (x, y, z), and sample them trilinearly
+("bilinear", torch's name) or by nearest voxel; their specification is
+:mod:`npstn.functional.grid_sample3d`.
 """
 from __future__ import annotations
 
@@ -123,12 +128,13 @@ def grid_sample(input, grid, mode="bilinear", padding_mode="zeros", align_corner
     Parameters
     ----------
     input : array (N, C, H, W), float32 or float64
-        The feature map U.
+        The feature map U; or a volume (N, C, D, H, W) (the paper's appendix A.3).
     grid : array (N, H_out, W_out, 2), the dtype of ``input``
         Source coordinates (x, y), normalised: -1 is the left/top edge, +1 the
         right/bottom edge (see ``align_corners``). Values outside [-1, 1] read
-        the padding; NaN/inf points read 0 (npstn's policy).
-    mode : "bilinear" (eq. 5) or "nearest" (eq. 4, ties round half to even)
+        the padding; NaN/inf points read 0 (npstn's policy). For a volume,
+        (N, D_out, H_out, W_out, 3) of (x, y, z).
+    mode : "bilinear" (eq. 5; trilinear on volumes) or "nearest" (eq. 4, ties round half to even)
     padding_mode : "zeros", "border" or "reflection"
     align_corners : bool
         False (default): -1 and +1 are the outer edges of the corner pixels.
@@ -138,8 +144,9 @@ def grid_sample(input, grid, mode="bilinear", padding_mode="zeros", align_corner
 
     Returns
     -------
-    output : array (N, C, H_out, W_out) in the input's dtype (a device array
-        with backend="cuda" when an argument was one).
+    output : array (N, C, H_out, W_out) (volumes: (N, C, D_out, H_out, W_out))
+        in the input's dtype (a device array with backend="cuda" when an
+        argument was one).
 
     Matches ``torch.nn.functional.grid_sample``; the module docstring has the
     equations, the unnormalisation formulas and the sub-gradient conventions.
@@ -158,8 +165,8 @@ def grid_sample_backward(grad_output, input, grid, mode="bilinear", padding_mode
 
     Parameters
     ----------
-    grad_output : array (N, C, H_out, W_out), the dtype of ``input``
-        dL/dV, the upstream gradient.
+    grad_output : array (N, C, H_out, W_out) (volumes: (N, C, D_out, H_out, W_out)),
+        the dtype of ``input``: dL/dV, the upstream gradient.
     input, grid, mode, padding_mode, align_corners, backend
         As in :func:`grid_sample`.
 
