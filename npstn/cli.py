@@ -197,7 +197,16 @@ def _cmd_viz(args) -> int:
 
 
 def _cmd_params(args) -> int:
-    from npstn.models import INPUT_SIZES, format_parameter_table
+    from npstn.models import INPUT_SIZES, format_addition_parameter_table, format_parameter_table
+
+    if args.task == "addition":
+        if args.distortion not in (None, "rts"):
+            return A.fail("npstn params", f"--distortion {args.distortion}: the addition task draws RTS digits; "
+                          "leave --distortion out")
+        print(format_addition_parameter_table(budget=args.budget))
+        return 0
+    if args.budget is not None:
+        return A.fail("npstn params", "--budget belongs to --task addition (Table 1 models are matched to the CNN)")
 
     dists = [args.distortion] if args.distortion else list(INPUT_SIZES)
     transforms = ("affine", "projective", "tps", "attention")
@@ -400,6 +409,10 @@ def build_parser() -> argparse.ArgumentParser:
     pp = sub.add_parser("params", help="print the parameter-count table of the models")
     pp.add_argument("--distortion", choices=["r", "rts", "p", "e", "tc"], default=None,
                     help="one distortion (default: all)")
+    pp.add_argument("--task", choices=["distortion", "addition"], default="distortion",
+                    help="Table 1 models (default) or the MNIST-addition models of Table 4")
+    pp.add_argument("--budget", type=A.positive_int(MAX_PARAMETERS), default=None,
+                    help="--task addition: the parameter count to match (default: the 64-filter CNN's)")
     pp.set_defaults(func=_cmd_params)
 
     s = sub.add_parser("sweep", help="run a grid of training runs; Markdown table of mean test errors",

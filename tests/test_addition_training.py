@@ -139,3 +139,11 @@ def test_reproduce_table4_grid_and_report(tmp_path, synthetic, capsys):
     assert "MNIST addition" in text and "| 2xST-FCN affine |" in text and "| 9.0 |" in text
     assert (out / "results.png").is_file()
     assert main(["reproduce", "table4", "--report", "--out", str(out)]) == 0
+
+
+def test_cli_params_prints_the_addition_table(capsys):
+    assert main(["params", "--task", "addition", "--budget", "400000"]) == 0
+    out = capsys.readouterr().out
+    assert "budget = 400,000" in out and "| 2xST-FCN affine | 2 | 90 units |" in out
+    assert main(["params", "--budget", "400000"]) == 2
+    assert "--budget belongs to --task addition" in capsys.readouterr().err

@@ -345,13 +345,18 @@ def _backward_channels(q, cb, mode, scatter, args):
             i = np.uint64(in0 + off[w])
             for c in range(cb):
                 go = gout[o]
+                # read the four neighbours before the scatter writes: the compiler cannot tell that
+                # gin and src never overlap, and loads issued after those stores ran 3-8% slower
+                nw = src[i]
+                ne = src[i + u1]
+                sw = src[i + uw]
+                se = src[i + uw + u1]
                 if scatter:
                     gin[i] += w_nw * go
                     gin[i + u1] += w_ne * go
                     gin[i + uw] += w_sw * go
                     gin[i + uw + u1] += w_se * go
-                dx, dy = fm.bilinear_coordinate_gradient(src[i], src[i + u1], src[i + uw], src[i + uw + u1],
-                                                         fx, fy, one)
+                dx, dy = fm.bilinear_coordinate_gradient(nw, ne, sw, se, fx, fy, one)
                 gx += dx * go
                 gy += dy * go
                 i += step_in
