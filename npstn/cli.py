@@ -75,7 +75,7 @@ def _cmd_data(args) -> int:
 _TRAIN_FIELDS = ("model", "transform", "distortion", "steps", "batch_size", "seed", "out", "backend",
                  "data_dir", "momentum", "loc_lr_mult", "lr", "lr_drops", "eval_every", "checkpoint_every",
                  "log_every", "width", "weight_decay", "max_loss", "input_norm", "train_set", "task",
-                 "transformers", "budget")
+                 "transformers", "budget", "volume_size")
 # The subset a sweep applies to every run.
 _COMMON_FIELDS = ("steps", "batch_size", "backend", "data_dir", "momentum", "loc_lr_mult", "lr", "lr_drops",
                   "eval_every", "checkpoint_every", "weight_decay", "input_norm", "train_set")
@@ -122,9 +122,12 @@ def _run_dir_default(config) -> str:
 
 def _check_model_size(config, prog: str) -> None:
     """Refuse a model too large to build (``--width``) before anything is allocated."""
-    from npstn.models import addition_model_spec, model_spec
+    from npstn.models import addition_model_spec, mnist3d_model_spec, model_spec
 
-    if config.task == "addition":
+    if config.task == "mnist3d":
+        spec = mnist3d_model_spec(config.model, input_size=config.volume_size, width=config.width,
+                                  budget=config.budget)
+    elif config.task == "addition":
         spec = addition_model_spec(config.model, config.transform, transformers=config.transformers,
                                    width=config.width, budget=config.budget)
     else:
@@ -132,7 +135,7 @@ def _check_model_size(config, prog: str) -> None:
     if spec.params > MAX_PARAMETERS:
         raise ValueError(f"--width {config.width} gives {config.describe()} {spec.params:,} parameters, "
                          f"more than npstn trains ({MAX_PARAMETERS:,}); use a smaller --width"
-                         + (" or --budget" if config.task == "addition" else ""))
+                         + (" or --budget" if config.task in ("addition", "mnist3d") else ""))
 
 
 def _cmd_train(args) -> int:
@@ -445,18 +448,22 @@ def build_parser() -> argparse.ArgumentParser:
                     "else the npstn cache)")
     g.set_defaults(func=_cmd_data)
 
-    t = sub.add_parser("train", help="train FCN / CNN / ST-FCN / ST-CNN on distorted MNIST or MNIST addition",
+    t = sub.add_parser("train", help="train FCN / CNN / ST-FCN / ST-CNN on distorted MNIST, MNIST addition or 3D MNIST",
                        description="Train one of the paper's models on a distorted-MNIST variant (Table 1) "
                        "or on MNIST addition (--task addition, Table 4). Defaults follow the paper "
                        "(SGD, batch 256, lr 0.01 /10 at 1/3 and 2/3, 150k steps).")
-    t.add_argument("--task", choices=["distortion", "addition"],
-                   help="distorted MNIST (default) or MNIST addition: two RTS digits in two channels, "
-                   "the label their sum (models fcn, cnn, st-fcn)")
+    t.add_argument("--task", choices=["distortion", "addition", "mnist3d"],
+                   help="distorted MNIST (default), MNIST addition: two RTS digits in two channels, "
+                   "the label their sum (models fcn, cnn, st-fcn), or 3D MNIST (appendix A.3): digits "
+                   "extruded into volumes, turned and moved in 3D (models fcn: the projection's classifier, "
+                   "st-fcn: a 3D affine transformer before the projection)")
+    t.add_argument("--volume-size", type=A.positive_int(256),
+                   help="--task mnist3d: the volumes' side S, S^3 voxels (default 28)")
     t.add_argument("--transformers", type=int, choices=[1, 2],
                    help="--task addition: 1 (ST-FCN) or 2 (2xST-FCN, two transformers in parallel); default 1")
     t.add_argument("--budget", type=A.positive_int(MAX_PARAMETERS),
-                   help="--task addition: parameter count every model is matched to (default: the 64-filter "
-                   "CNN's, 254,995)")
+                   help="--task addition or mnist3d: parameter count every model is matched to (default: "
+                   "addition, the 64-filter CNN's, 254,995; mnist3d, the ST-FCN's with 128 hidden units)")
     t.add_argument("--model", choices=["fcn", "cnn", "st-fcn", "st-cnn"], help="(default st-fcn)")
     t.add_argument("--transform", choices=["affine", "projective", "tps", "attention"],
                    help="the ST's transform (default affine)")

@@ -97,6 +97,11 @@ __all__ = [
     "build_addition_model",
     "addition_parameter_table",
     "format_addition_parameter_table",
+    "MNIST3D_MODELS",
+    "MNIST3D_ANCHOR_WIDTH",
+    "Mnist3DSpec",
+    "mnist3d_model_spec",
+    "build_mnist3d_model",
 ]
 
 #: The four architectures of the paper's Table 1.
@@ -111,7 +116,7 @@ DOWNSAMPLED = ("rts", "tc")
 ANCHOR_FILTERS = 64
 
 #: Tasks: Table 1's distorted MNIST, and Table 4's MNIST addition.
-TASKS = ("distortion", "addition")
+TASKS = ("distortion", "addition", "mnist3d")
 #: Architectures of the paper's Table 4 (MNIST addition); "st-fcn" with 1 or 2 transformers.
 ADDITION_MODELS = ("fcn", "cnn", "st-fcn")
 #: MNIST addition: canvas side, channels (one digit each) and classes (sums 0..18).
@@ -309,8 +314,9 @@ class PaperModel(Module):
         hold the last forward's transformation, for plotting. For the
         addition task's 2xST-FCN, an :class:`npstn.nn.Parallel` of two STs
         (see :attr:`transformers`).
-    downsample : AvgPool2d or None
-        The 2x2 average pool after the ST on RTS and TC.
+    downsample : AvgPool2d, Project or None
+        The 2x2 average pool after the ST on RTS and TC; for 3D MNIST the
+        projection of the volume to 2D (:class:`npstn.nn.Project`).
     classifier : Sequential
         The FCN or CNN (three weight layers).
     spec : ModelSpec
@@ -363,6 +369,9 @@ class PaperModel(Module):
         if getattr(s, "task", None) == "addition":
             t = f", task='addition', transformers={s.transformers}" + t
             size = f"{s.channels}x{size}"
+        elif getattr(s, "task", None) == "mnist3d":
+            t = ", task='mnist3d'" + t
+            size = f"{s.input_size}x{size}"
         return f"model={s.model!r}{t}, input={size}, width={s.width}, params={s.params}"
 
 
@@ -436,9 +445,11 @@ def build_model(name: str, transform: str = "affine", distortion: str | None = "
         None draws from the current global generator.
     backend : str, optional
         Backend of the ST's grid generator and sampler (None: process default).
-    task : "distortion" (default, Table 1) or "addition" (Table 4)
+    task : "distortion" (default, Table 1), "addition" (Table 4) or "mnist3d" (A.3)
         With "addition" the call is :func:`build_addition_model` (name "fcn",
-        "cnn" or "st-fcn"; ``distortion`` must be "rts" or None).
+        "cnn" or "st-fcn"; ``distortion`` must be "rts" or None); with
+        "mnist3d" :func:`build_mnist3d_model` (name "fcn" or "st-fcn",
+        ``input_size`` the volume's side, ``budget`` as for addition).
     transformers : int
         Addition only: 1 or 2 spatial transformers in parallel (ST models).
     budget : int, optional
@@ -456,6 +467,11 @@ def build_model(name: str, transform: str = "affine", distortion: str | None = "
         return build_addition_model(name, transform, transformers=transformers, input_size=input_size,
                                     width=width, budget=budget, loc_lr_mult=loc_lr_mult, seed=seed,
                                     backend=backend)
+    if task == "mnist3d":
+        if transformers != 1:
+            raise ValueError("the mnist3d task has one 3D transformer; leave transformers at 1")
+        return build_mnist3d_model(name, input_size=28 if input_size is None else input_size, width=width,
+                                   budget=budget, loc_lr_mult=loc_lr_mult, seed=seed, backend=backend)
     if budget is not None or transformers != 1:
         raise ValueError("transformers= and budget= belong to the addition task; pass task='addition'")
     channels = 1 if channels is None else channels
@@ -719,3 +735,86 @@ def format_addition_parameter_table(**kwargs) -> str:
         lines.append(f"| {r['label']} | {r['transformers']} | {r['width']} {unit} | "
                      f"{r['params']:,} | {100 * r['deviation']:+.1f}% |")
     return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------
+# 3D MNIST (appendix A.3): a 3D transformer, a projection, a 2D classifier
+# ----------------------------------------------------------------------------
+#: The 3D-MNIST models: the FCN on the projection of the untouched volume, and
+#: the ST-FCN whose 3D transformer turns the volume before the projection.
+MNIST3D_MODELS = ("fcn", "st-fcn")
+#: The ST-FCN's classifier width that fixes the task's parameter budget.
+MNIST3D_ANCHOR_WIDTH = 128
+
+
+@dataclass(frozen=True)
+class Mnist3DSpec(ModelSpec):
+    """A :class:`ModelSpec` for 3D MNIST: inputs (N, 1, S, S, S), ``input_size`` = S; ``task`` "mnist3d"."""
+
+    task: str = "mnist3d"
+
+
+def _mnist3d_params(model: str, side: int, width: int) -> int:
+    cls = _fcn_params(side * side, width, 10)
+    return cls + (_loc_fcn_params(side ** 3, 12) if model == "st-fcn" else 0)
+
+
+def mnist3d_model_spec(name: str, *, input_size: int = 28, width: int | None = None,
+                       budget: int | None = None) -> Mnist3DSpec:
+    """The architecture :func:`build_mnist3d_model` builds, without building it.
+
+    Both models end in the same FCN (three weight layers) on the S x S
+    projection. The budget (default: the ST-FCN with a classifier of
+    :data:`MNIST3D_ANCHOR_WIDTH` hidden units) is matched by the classifier
+    width, as in Table 1: the FCN gets the units the ST-FCN spends on its
+    localisation network.
+    """
+    if not isinstance(name, str) or name.lower() not in MNIST3D_MODELS:
+        raise ValueError(f"unknown 3D-MNIST model {name!r}; expected one of {', '.join(MNIST3D_MODELS)}")
+    model = name.lower()
+    if isinstance(input_size, bool) or not isinstance(input_size, (int, np.integer)) or input_size < 2:
+        raise ValueError(f"input_size must be an int >= 2 (the volume's side), got {input_size!r}")
+    side = int(input_size)
+    if budget is None:
+        target = _mnist3d_params("st-fcn", side, MNIST3D_ANCHOR_WIDTH)
+    elif isinstance(budget, bool) or not isinstance(budget, (int, np.integer)) or budget < 1:
+        raise ValueError(f"budget must be a positive int (a parameter count), got {budget!r}")
+    else:
+        target = int(budget)
+    if width is None:
+        width = min(_FCN_WIDTHS, key=lambda w: (abs(_mnist3d_params(model, side, w) - target), w))
+    elif isinstance(width, bool) or not isinstance(width, (int, np.integer)) or width < 1:
+        raise ValueError(f"width must be a positive int, got {width!r}")
+    width = int(width)
+    transform = "affine3d" if model == "st-fcn" else None
+    return Mnist3DSpec(model, transform, side, 1, 10, False, width, _mnist3d_params(model, side, width), target)
+
+
+def build_mnist3d_model(name: str, *, input_size: int = 28, width: int | None = None,
+                        budget: int | None = None, loc_lr_mult: float | None = None,
+                        seed: int | None = None, backend: str | None = None) -> PaperModel:
+    """Build a 3D-MNIST model (appendix A.3) as a float32 :class:`PaperModel`.
+
+    Input (N, 1, S, S, S) volumes (:mod:`npstn.data.mnist3d`), output (N, 10) logits::
+
+        FCN     Project (mean over depth) - FCN on S x S
+        ST-FCN  ST(affine3d; localisation Flatten - 3 x (Linear(., 32) - ReLU) - Linear(32, 12),
+                identity-initialised) - Project - FCN on S x S
+
+    The projection sits in the model's ``downsample`` slot (the stage after
+    the transformer), so ``model.transformer.theta`` is the learnt 3D
+    transformation, as for the 2D models.
+    """
+    spec = mnist3d_model_spec(name, input_size=input_size, width=width, budget=budget)
+    if seed is not None:
+        nn.init.manual_seed(int(seed))
+    s = spec.input_size
+    transformer = None
+    if spec.model == "st-fcn":
+        transformer = SpatialTransformer(_loc_fcn(s ** 3, 12), "affine3d", output_size=None,
+                                         loc_lr_mult=loc_lr_mult, backend=backend)
+    model = PaperModel(_fcn(s * s, spec.width, 10), transformer, nn.Project("mean", backend=backend), spec)
+    n = model.num_parameters()
+    if n != spec.params:  # the closed-form count and the modules must agree
+        raise AssertionError(f"build_mnist3d_model: built {n} parameters but the spec says {spec.params}")
+    return model

@@ -144,6 +144,79 @@ def plot_transformations(model, x: np.ndarray, path, labels=None, title: str | N
     return _save(fig, path)
 
 
+def box_edges(theta: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Where a 3D affine transformer reads its output cube: the 12 edges of the box T_theta([-1, 1]^3).
+
+    ``theta`` (N, 12) (or (N, 3, 4)). Returns ``(edges, depth)``: edges
+    (N, 12, 2, 3), each edge's two end points in the input's voxel
+    coordinates (x, y, z; align_corners=False, so -1 and +1 are the outer
+    faces of the corner voxels), and depth (12,): the output z (-1 front,
+    +1 back, 0 for the four edges along z) of each edge.
+    """
+    a = np.asarray(theta, dtype=np.float64).reshape(-1, 3, 4)
+    corners = np.array([[x, y, z] for z in (-1, 1) for y in (-1, 1) for x in (-1, 1)], dtype=np.float64)
+    pairs = [(i, j) for i in range(8) for j in range(i + 1, 8) if np.sum(corners[i] != corners[j]) == 1]
+    q = np.einsum("nrk,ck->ncr", a[:, :, :3], corners) + a[:, None, :, 3]  # (N, 8, 3) normalised
+    q = (q + 1) * (size / 2) - 0.5  # voxels
+    edges = np.stack([q[:, [i, j]] for i, j in pairs], axis=1)
+    depth = np.array([corners[i, 2] if corners[i, 2] == corners[j, 2] else 0.0 for i, j in pairs])
+    return edges, depth
+
+
+def plot_mnist3d(model, x: np.ndarray, path, labels=None, title: str | None = None,
+                 norm: dict | None = None) -> Path:
+    """3D MNIST: per volume, the projection of the input U, the learnt 3D transformation, and the
+    projection of the transformer's output V (what the classifier reads); one PNG.
+
+    ``x`` (N, 1, S, S, S) in [0, 1]. The transformation is drawn as the box
+    T_theta([-1, 1]^3) the transformer reads, seen along the depth axis over
+    the input's projection (front face red, back face blue, depth edges
+    grey). A model without a transformer shows the input's projection and
+    its predictions only. ``norm`` as for :func:`plot_transformations`.
+    """
+    from npstn.train.data import standardize
+
+    plt = _pyplot()
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    n, s = x.shape[0], x.shape[-1]
+    was_training = model.training
+    model.eval()
+    try:
+        x_in = standardize(x, norm)
+        pred = model(x_in).argmax(axis=1)
+        st = getattr(model, "transformer", None)
+        if st is not None:
+            v = st(x_in)
+            if norm is not None:
+                v = v * np.float32(norm["std"]) + np.float32(norm["mean"])
+            edges, depth = box_edges(st.theta, s)
+    finally:
+        model.train(was_training)
+    proj_u = x.mean(axis=2)[:, 0]
+    hi = max(float(proj_u.max()), 1e-6)
+    panels = 3 if st is not None else 1
+    fig, axes = plt.subplots(n, panels, figsize=(1.9 * panels, 1.8 * n + 0.4), squeeze=False)
+    for i in range(n):
+        lab = f"label {labels[i]}, pred {pred[i]}" if labels is not None else f"pred {pred[i]}"
+        _show(axes[i, 0], proj_u[i] / hi, f"projection of U\n({lab})")
+        if st is None:
+            continue
+        ax = axes[i, 1]
+        _show(ax, proj_u[i] / hi, "T_theta box on U")
+        for e, z in zip(edges[i], depth):
+            color = "#ff3b30" if z < 0 else ("#0a84ff" if z > 0 else "#8e8e93")
+            ax.plot(e[:, 0], e[:, 1], color=color, lw=1.2)
+        xs, ys = edges[i, ..., 0], edges[i, ..., 1]
+        ax.set_xlim(min(-0.5, xs.min()) - 1, max(s - 0.5, xs.max()) + 1)
+        ax.set_ylim(max(s - 0.5, ys.max()) + 1, min(-0.5, ys.min()) - 1)
+        proj_v = v[i, 0].mean(axis=0)
+        _show(axes[i, 2], proj_v / max(float(proj_v.max()), 1e-6), "projection of V")
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
 def plot_learning_curves(log_csv, path, title: str | None = None) -> Path:
     """Training loss (left) and training / test error in % (right, log scale) from ``log.csv``."""
     from npstn.train import read_log
@@ -193,7 +266,11 @@ def viz_run(run_dir, n: int = 12, out=None, test_data=None) -> list[Path]:
     if test_data is None:
         test_data = T.data.load_test_for(config)
     x, y = test_data
-    if config.task == "addition":
+    if config.task == "mnist3d":
+        paths = [plot_mnist3d(model, x[:n], out / "transformations.png", labels=y[:n],
+                              title=f"{config.describe()}:\nprojections, and the box the 3D transformer reads",
+                              norm=T.run_input_norm(run))]
+    elif config.task == "addition":
         paths = [plot_addition(model, x[:n], out / "transformations.png", labels=y[:n],
                                title=f"{config.describe()}: both channels with each transformer's grid, "
                                      "then each transformer's output", norm=T.run_input_norm(run))]

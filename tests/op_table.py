@@ -130,6 +130,13 @@ def relu_cases(draw, dtype, small):
 
 
 @st.composite
+def project_cases(draw, dtype, small):
+    side = st.integers(1, 3 if small else 4)
+    shape = (draw(st.integers(1, 2)), draw(st.integers(1, 2)), draw(side), draw(side), draw(side))
+    return Case((_arrays(draw, shape, dtype),), dict(reduction=draw(st.sampled_from(["sum", "mean"]))))
+
+
+@st.composite
 def cross_entropy_cases(draw, dtype, small):
     logits, labels = draw(sn.logits_and_labels(max_batch=4 if small else 5, max_classes=4 if small else 6))
     reduction = draw(st.sampled_from(["mean", "sum", "none"]))
@@ -147,6 +154,26 @@ def grid_sample_cases(draw, dtype, small):
     configs = sn.sampler_configs(max_batch=2, max_channels=2, max_side=4, max_out_side=3) if small else None
     case = draw(sn.grid_sample_cases(dtype=dtype, configs=configs))
     return Case((case.input, case.grid), dict(case.kwargs))
+
+
+@st.composite
+def grid_sample3d_cases(draw, dtype, small):
+    """Volumes (N, C, D, H, W): depth 1 and odd sizes included, points outside the volume too."""
+    if small:  # the CUDA simulator runs a Python thread per output point
+        configs = sn.sampler_configs(max_batch=1, max_channels=2, max_side=3, max_out_side=2, spatial_dims=3)
+    else:
+        configs = sn.sampler_configs(max_batch=2, max_channels=2, max_side=4, max_out_side=3, spatial_dims=3)
+    case = draw(sn.grid_sample_cases(dtype=dtype, configs=configs))
+    return Case((case.input, case.grid), dict(case.kwargs))
+
+
+@st.composite
+def affine_grid3d_cases(draw, dtype, small):
+    n = draw(st.integers(1, 2))
+    side = st.integers(1, 3 if small else 5)
+    size = (n, draw(st.integers(1, 3)), draw(side), draw(side), draw(side))
+    theta = draw(sn.affine3d_thetas(n, dtype))
+    return Case((theta,), dict(size=size, align_corners=draw(st.booleans())))
 
 
 def _grid_cases(thetas):
@@ -187,6 +214,7 @@ OPS = [
     OpInfo("avg_pool2d", F.avg_pool2d, _tuple(F.avg_pool2d_backward), avg_pool2d_cases,
            "avg_pool2d_backward"),
     OpInfo("relu", F.relu, _tuple(F.relu_backward), relu_cases, "relu_backward"),
+    OpInfo("project", F.project, _tuple(F.project_backward), project_cases, "project_backward"),
     OpInfo("cross_entropy", F.cross_entropy, _ce_backward, cross_entropy_cases,
            "cross_entropy_backward"),
     OpInfo("grid_sample", F.grid_sample, F.grid_sample_backward, grid_sample_cases,
@@ -195,6 +223,12 @@ OPS = [
     OpInfo("affine_grid", F.affine_grid,
            lambda g, theta, size, **kw: (F.affine_grid_backward(g, size, **kw),),
            _grid_cases(_affine_thetas), "affine_grid_backward", tol=GRID_TOL, infers_device=False),
+    OpInfo("grid_sample3d", F.grid_sample, F.grid_sample_backward, grid_sample3d_cases,
+           "grid_sample_backward", tol=SAMPLER_TOL,
+           gradcheck_kwargs=dict(eps=1e-6, atol=1e-6, rtol=1e-4), infers_device=False),
+    OpInfo("affine_grid3d", F.affine_grid,
+           lambda g, theta, size, **kw: (F.affine_grid_backward(g, theta, size, **kw),),
+           affine_grid3d_cases, "affine_grid_backward", tol=GRID_TOL, infers_device=False),
     OpInfo("attention_grid", F.attention_grid, _tuple(F.attention_grid_backward),
            _grid_cases(_attention_thetas), "attention_grid_backward", tol=GRID_TOL,
            infers_device=False),

@@ -34,6 +34,7 @@ EXPECTED = [
     "03_projective_and_tps",
     "04_training_an_st",
     "05_property_testing_your_layer",
+    "06_trilinear_sampling_3d",
 ]
 CELL_TIMEOUT_S = 300  # per cell in quick mode (the tests); it stays far below it
 FULL_CELL_TIMEOUT_S = 3600  # per cell in full mode (notebook 04 trains for minutes)
@@ -98,7 +99,7 @@ def execute_notebook(path, quick: bool = True, timeout: int | None = None):
     return nb
 
 
-def test_the_five_notebooks_are_there():
+def test_the_six_notebooks_are_there():
     assert [p.stem for p in NOTEBOOKS] == EXPECTED
 
 

@@ -8,8 +8,10 @@ alongside)::
     python benchmarks/bench_sampler.py                   # the same, from a checkout
     python benchmarks/bench_sampler.py --backends cpu --repeats 50 --json -
 
-What is timed, per shape (N, C, H, W) -> H_out x W_out, float32,
-align_corners=False, padding "zeros", a random near-identity theta:
+What is timed, per shape (N, C, H, W) -> H_out x W_out (or a volume
+(N, C, D, H, W) -> D_out x H_out x W_out: the 3D transformer, theta (N, 3, 4)
+and trilinear sampling), float32, align_corners=False, padding "zeros", a
+random near-identity theta:
 
 * ``fwd``: ``affine_grid(theta)`` then ``grid_sample(input, grid)``;
 * ``fwd+bwd``: the forward, then ``grid_sample_backward`` (grad_input and
@@ -59,6 +61,7 @@ PyTorch is then also measured on ``cuda`` tensors.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 
@@ -85,6 +88,8 @@ SHAPES = [
     ((256, 1, 60, 60), (28, 28)),  # attention-style downsampling (cluttered 60x60 -> 28x28)
     ((32, 32, 64, 64), (64, 64)),  # a transformer on feature maps
     ((16, 3, 224, 224), (224, 224)),  # an ImageNet-sized batch
+    # (N, C, D, H, W), (D_out, H_out, W_out): the 3D transformer (affine_grid (N, 3, 4), trilinear sampling)
+    ((8, 4, 32, 32, 32), (32, 32, 32)),
 ]
 #: the numpy backend (the readable specification) is slow: only the small shapes
 NUMPY_MAX_OUTPUT_ELEMENTS = 256 * 1 * 42 * 42
@@ -94,14 +99,15 @@ NUMPY_MAX_OUTPUT_ELEMENTS = 256 * 1 * 42 * 42
 # ----------------------------------------------------------------------------
 
 def shape_name(shape, out_hw) -> str:
-    return f"({','.join(map(str, shape))})->{out_hw[0]}x{out_hw[1]}"
+    return f"({','.join(map(str, shape))})->{'x'.join(map(str, out_hw))}"
 
 
 def traffic_bytes(shape, out_hw, itemsize=4):
-    """(forward bytes, forward+backward bytes): the formula in the module docstring."""
-    n, c, h, w = shape
-    ho, wo = out_hw
-    inp, grid, out = n * c * h * w, n * ho * wo * 2, n * c * ho * wo
+    """(forward bytes, forward+backward bytes): the formula in the module docstring (volumes: grids of 3)."""
+    n, c = shape[:2]
+    inp = n * c * math.prod(shape[2:])
+    points = n * math.prod(out_hw)
+    grid, out = points * len(out_hw), c * points
     fwd = inp + grid + out
     bwd = (out + inp + grid) + (inp + grid)
     return itemsize * fwd, itemsize * (fwd + bwd)
@@ -114,11 +120,15 @@ def traffic_bytes(shape, out_hw, itemsize=4):
 def make_inputs(shape, out_hw, seed=0):
     import numpy as np
 
-    n, c, h, w = shape
+    n, c = shape[:2]
     rng = np.random.default_rng(seed)
     x = rng.standard_normal(shape).astype(np.float32)
     # near-identity transforms: a little rotation, scale and shift; some points fall outside
-    theta = np.tile(np.array([[0.9, 0.1, 0.05], [-0.1, 0.9, 0.02]], np.float32), (n, 1, 1))
+    if len(shape) == 5:
+        base = [[0.9, 0.1, 0.0, 0.05], [-0.1, 0.9, 0.05, 0.02], [0.0, -0.05, 0.9, -0.03]]
+    else:
+        base = [[0.9, 0.1, 0.05], [-0.1, 0.9, 0.02]]
+    theta = np.tile(np.array(base, np.float32), (n, 1, 1))
     theta += rng.normal(0.0, 0.05, theta.shape).astype(np.float32)
     go = rng.standard_normal((n, c, *out_hw)).astype(np.float32)
     return x, theta, go
@@ -214,7 +224,8 @@ def parse_args(argv, prog=SCRIPT):
                    help="comma-separated npstn backends (default: numpy,cpu,cuda; numpy runs only the "
                         "small shapes, cuda only on a real GPU)")
     p.add_argument("--shapes", default=None,
-                   help="comma-separated indices into the shape list (0-4), default all")
+                   help=f"comma-separated indices into the shape list (0-{len(SHAPES) - 1}; "
+                        f"{len(SHAPES) - 1} is the 3D one), default all")
     p.add_argument("--repeats", type=A.positive_int(100_000), default=40, help="timed rounds per shape (default 40)")
     p.add_argument("--warmup", type=A.nonnegative_int(100_000), default=3, help="untimed rounds first (default 3)")
     p.add_argument("--no-torch", action="store_true", help="do not measure PyTorch")
@@ -278,7 +289,7 @@ def main(argv=None, *, prog: str = SCRIPT) -> int:
         shape, out_hw = SHAPES[si]
         x, theta, go = make_inputs(shape, out_hw)
         n, c = shape[:2]
-        pixels = n * c * out_hw[0] * out_hw[1]
+        pixels = n * c * math.prod(out_hw)
         bytes_fwd, bytes_fb = traffic_bytes(shape, out_hw)
         for backend in backends:
             if backend == "numpy" and pixels > NUMPY_MAX_OUTPUT_ELEMENTS:

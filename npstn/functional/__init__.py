@@ -7,6 +7,9 @@ docs/DESIGN.md "The functional contract")::
     affine_grid(theta, size, align_corners=False, backend=None) -> grid
     grid_sample(input, grid, mode="bilinear", padding_mode="zeros",
                 align_corners=False, backend=None) -> output
+        (both dispatch on rank, as in torch: theta (N, 3, 4) with a 5-D size, and
+        volumes (N, C, D, H, W) with grids (N, D_out, H_out, W_out, 3), sampled
+        trilinearly ("bilinear") or by nearest voxel)
     attention_grid(theta, size, ...), projective_grid(theta, size, ..., eps=...),
     tps_grid(theta, size, ...) -> grid
 
@@ -16,6 +19,7 @@ docs/DESIGN.md "The functional contract")::
     avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False,
                count_include_pad=True, divisor_override=None) -> output
     relu(input) -> output
+    project(input) -> output                 (the sum over depth: (N, C, D, H, W) -> (N, C, H, W))
     cross_entropy(input, target, reduction="mean") -> loss
     colocalisation_loss(embeddings, random_embeddings, margin=1.0, reduction="mean") -> loss
 
@@ -35,6 +39,7 @@ One rule for every backward (docs/DESIGN.md "Backward: one rule")::
     conv2d_backward(grad_output, input, weight, bias=None, stride=1, padding=0) -> (...)
     max_pool2d_backward(grad_output, input, kernel_size, ...) -> grad_input
     relu_backward(grad_output, input) -> grad_input
+    project_backward(grad_output, input) -> grad_input
     cross_entropy_backward(grad_loss, input, target) -> grad_input
     colocalisation_loss_backward(grad_loss, embeddings, random_embeddings, margin=1.0, ...)
         -> (grad_embeddings, grad_random_embeddings)
@@ -72,3 +77,5 @@ from npstn.functional.pooling import *  # noqa: F401,F403
 from npstn.functional.activation import *  # noqa: F401,F403
 from npstn.functional.loss import *  # noqa: F401,F403
 from npstn.functional.colocalisation import *  # noqa: F401,F403
+
+from npstn.functional.projection import *  # noqa: F401,F403

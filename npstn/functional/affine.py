@@ -10,6 +10,11 @@ input is sampled::
                          [  1  ]                                  [  1  ]
 
 Shapes: theta (N, 2, 3) -> grid (N, H_out, W_out, 2), last axis (x^s, y^s).
+Volumes (the paper's appendix A.3, as torch): theta (N, 3, 4) with a 5-D
+size (N, C, D_out, H_out, W_out) -> grid (N, D_out, H_out, W_out, 3), last
+axis (x^s, y^s, z^s) = A_theta (x^t, y^t, z^t, 1); the backward is again the
+transpose, dL/dtheta[n, r, k] = sum_i G[n, i, r] B_i[k] with
+B_i = (x^t, y^t, z^t, 1).
 
 The grid is *linear* in theta. Writing B_i = (x_i^t, y_i^t, 1) for the
 homogeneous target coordinates, grid[n, i, r] = sum_k theta[n, r, k] B_i[k],
@@ -62,6 +67,44 @@ def _check_size(size, batch: int | None = None, batch_from: str = "theta") -> tu
     return n, c, h, w
 
 
+def _check_size_nd(size, batch: int | None = None, batch_from: str = "theta") -> tuple:
+    """Validate the affine generator's ``size``: (N, C, H_out, W_out) or (N, C, D_out, H_out, W_out)."""
+    if isinstance(size, (tuple, list)) and len(size) == 5:
+        ok = all(isinstance(s, (int, np.integer)) and not isinstance(s, (bool, np.bool_)) for s in size)
+        if not ok:
+            raise TypeError(f"size must be a tuple of 5 ints (N, C, D_out, H_out, W_out), got {size!r}")
+        dims = tuple(int(s) for s in size)
+        if min(dims) < 1:
+            raise ValueError(f"size must hold positive ints (N, C, D_out, H_out, W_out), got {tuple(size)!r}")
+        check_grid_points(dims)
+        if batch is not None and dims[0] != batch:
+            raise ValueError(
+                f"size[0] = {dims[0]} (the batch size N) does not match {batch_from}, whose batch size is {batch}"
+            )
+        return dims
+    if not (isinstance(size, (tuple, list)) and len(size) == 4):
+        raise TypeError(
+            "size must be a tuple of 4 ints (N, C, H_out, W_out) or of 5 ints (N, C, D_out, H_out, W_out), "
+            f"got {size!r}"
+        )
+    return _check_size(size, batch, batch_from)
+
+
+def _check_theta_rank(theta, size) -> None:
+    """A 2D theta (N, 2, 3) with a 5-D size, or a 3D theta (N, 3, 4) with a 4-D size: say which goes with which."""
+    shape = tuple(getattr(theta, "shape", ()))
+    if len(size) == 5 and shape[1:] == (2, 3):
+        raise ValueError(
+            f"theta has shape {shape_str(shape)}, a 2D transform (N, 2, 3), but size={tuple(size)} is 5-D "
+            "(N, C, D_out, H_out, W_out): volumes need theta of shape (N, 3, 4), or give a 4-D size"
+        )
+    if len(size) == 4 and shape[1:] == (3, 4):
+        raise ValueError(
+            f"theta has shape {shape_str(shape)}, a 3D transform (N, 3, 4), but size={tuple(size)} is 4-D "
+            "(N, C, H_out, W_out): images need theta of shape (N, 2, 3), or give a 5-D size"
+        )
+
+
 def _check_params(name: str, x, tail: tuple, layout: str, backend: str) -> None:
     """x must be a float32/float64 array of shape (N, *tail); layout names it, e.g. "(N, 2, 3)"."""
     check_float_array(name, x, len(tail) + 1, what=layout)
@@ -82,12 +125,12 @@ def _check_location(name: str, x, backend: str) -> None:
 
 
 def _check_grad_grid(grad_grid, size: tuple, backend: str) -> None:
-    n, _, h, w = size
-    check_float_array("grad_grid", grad_grid, 4, what="(N, H_out, W_out, 2)")
-    want = (n, h, w, 2)
+    layout = "(N, D_out, H_out, W_out, 3)" if len(size) == 5 else "(N, H_out, W_out, 2)"
+    check_float_array("grad_grid", grad_grid, len(size), what=layout)
+    want = (size[0], *size[2:], len(size) - 2)
     if tuple(grad_grid.shape) != want:
         raise ValueError(
-            f"grad_grid must have shape (N, H_out, W_out, 2) = {shape_str(want)} for size={tuple(size)}, "
+            f"grad_grid must have shape {layout} = {shape_str(want)} for size={tuple(size)}, "
             f"got shape {shape_str(grad_grid.shape)}"
         )
     _check_location("grad_grid", grad_grid, backend)
@@ -160,8 +203,19 @@ def base_grid(size, align_corners: bool = False, dtype=np.float64) -> np.ndarray
     """The regular target grid G, shape (N, H_out, W_out, 2): the identity transform's grid.
 
     ``grid[n, i, j] = (x_j^t, y_i^t)`` with the coordinates of
-    :func:`affine_grid` (torch's convention for ``align_corners``).
+    :func:`affine_grid` (torch's convention for ``align_corners``). A 5-D
+    ``size`` (N, C, D_out, H_out, W_out) gives the volume's grid
+    (N, D_out, H_out, W_out, 3), ``grid[n, l, i, j] = (x_j^t, y_i^t, z_l^t)``.
     """
+    if isinstance(size, (tuple, list)) and len(size) == 5:
+        n, _, d, h, w = _check_size_nd(size)
+        xs, ys = _base_xy(h, w, bool(align_corners))
+        zs = _linspace_from_neg_one(d, bool(align_corners))
+        grid = np.empty((n, d, h, w, 3), dtype=np.float64)
+        grid[..., 0] = xs[None, None, None, :]
+        grid[..., 1] = ys[None, None, :, None]
+        grid[..., 2] = zs[None, :, None, None]
+        return grid.astype(dtype, copy=False)
     n, _, h, w = _check_size(size)
     xs, ys = _base_xy(h, w, bool(align_corners))
     grid = np.empty((n, h, w, 2), dtype=np.float64)
@@ -175,10 +229,10 @@ def affine_grid(theta, size, align_corners: bool = False, backend: str | None = 
 
     Parameters
     ----------
-    theta : array (N, 2, 3), float32 or float64
+    theta : array (N, 2, 3), float32 or float64; (N, 3, 4) for volumes
         A_theta for each batch element (NumPy, or a CUDA device array with
         ``backend="cuda"``).
-    size : (N, C, H_out, W_out)
+    size : (N, C, H_out, W_out), or (N, C, D_out, H_out, W_out) for volumes
         Size of the output map (C is ignored, as in torch).
     align_corners : bool
         torch's meaning (see the module docstring).
@@ -187,10 +241,22 @@ def affine_grid(theta, size, align_corners: bool = False, backend: str | None = 
     -------
     grid : array (N, H_out, W_out, 2), theta's dtype
         ``grid[n, i, j] = A_theta[n] @ (x_j^t, y_i^t, 1)``; equals
-        ``torch.nn.functional.affine_grid``.
+        ``torch.nn.functional.affine_grid``. Volumes: (N, D_out, H_out, W_out, 3),
+        ``grid[n, l, i, j] = A_theta[n] @ (x_j^t, y_i^t, z_l^t, 1)``.
     """
     check_bool("align_corners", align_corners)
     backend = resolve_backend(backend, theta)
+    if isinstance(size, (tuple, list)) and len(size) == 5:  # volumes: theta (N, 3, 4)
+        _check_theta_rank(theta, size)
+        _check_params("theta", theta, (3, 4), "(N, 3, 4)", backend)
+        _, _, d, h, w = _check_size_nd(size, theta.shape[0])
+        xs, ys = _base_xy(h, w, bool(align_corners))
+        zs = _linspace_from_neg_one(d, bool(align_corners))
+        if backend == "numpy":
+            return _affine_grid3d_numpy(theta, xs, ys, zs)
+        return _kernels(backend).affine_grid3d(_as_array(theta), xs, ys, zs)
+    _check_size_nd(size)  # a size of the wrong length names both layouts
+    _check_theta_rank(theta, size)
     _check_params("theta", theta, (2, 3), "(N, 2, 3)", backend)
     n, _, h, w = _check_size(size, theta.shape[0])
     xs, ys = _base_xy(h, w, bool(align_corners))
@@ -227,8 +293,20 @@ def affine_grid_backward(grad_grid, theta, size=None, align_corners: bool = Fals
                                                           backend)
     check_bool("align_corners", align_corners)
     backend = resolve_backend(backend, grad_grid, theta)
-    size = _check_size(size)
+    size = _check_size_nd(size)
     _check_grad_grid(grad_grid, size, backend)
+    if len(size) == 5:  # volumes: grad_theta (N, 3, 4)
+        if theta is not None:
+            _check_theta_rank(theta, size)
+            _check_params("theta", theta, (3, 4), "(N, 3, 4)", backend)
+            _check_size_nd(size, theta.shape[0])
+            check_same_dtype("grad_grid", grad_grid, "theta", theta)
+        _, _, d, h, w = size
+        xs, ys = _base_xy(h, w, bool(align_corners))
+        zs = _linspace_from_neg_one(d, bool(align_corners))
+        if backend == "numpy":
+            return _affine_grid3d_backward_numpy(grad_grid, xs, ys, zs)
+        return _kernels(backend).affine_grid3d_backward(_as_array(grad_grid), xs, ys, zs)
     if theta is not None:
         _check_theta_for_backward(theta, (2, 3), "(N, 2, 3)", grad_grid, size, backend)
     _, _, h, w = size
@@ -266,3 +344,26 @@ def _affine_grid_backward_numpy(grad_grid, xs, ys):
     return grad_theta.astype(grad_grid.dtype)
     # END SOLUTION
 
+
+
+# Volumes (the paper's appendix, docs/PAPER.md "Spatial transformers in 3D"): theta (N, 3, 4),
+# B_lij = (x_j^t, y_i^t, z_l^t, 1); grid[n, l, i, j, r] = sum_k theta[n, r, k] B_lij[k], and the
+# backward is again the transpose, dL/dtheta[n, r, k] = sum_lij G[n, l, i, j, r] B_lij[k].
+
+def _homogeneous3d(xs: np.ndarray, ys: np.ndarray, zs: np.ndarray) -> np.ndarray:
+    """B (D_out, H_out, W_out, 4): B[l, i, j] = (x_j^t, y_i^t, z_l^t, 1)."""
+    b = np.ones((zs.shape[0], ys.shape[0], xs.shape[0], 4))
+    b[..., 0] = xs[None, None, :]
+    b[..., 1] = ys[None, :, None]
+    b[..., 2] = zs[:, None, None]
+    return b
+
+
+def _affine_grid3d_numpy(theta, xs, ys, zs):
+    grid = np.einsum("lijk,nrk->nlijr", _homogeneous3d(xs, ys, zs), theta.astype(np.float64))
+    return grid.astype(theta.dtype)
+
+
+def _affine_grid3d_backward_numpy(grad_grid, xs, ys, zs):
+    grad_theta = np.einsum("nlijr,lijk->nrk", grad_grid.astype(np.float64), _homogeneous3d(xs, ys, zs))
+    return grad_theta.astype(grad_grid.dtype)

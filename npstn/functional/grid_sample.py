@@ -99,6 +99,11 @@ Hostile grids (npstn's policy, not torch's; see docs/DESIGN.md "Errors"):
 
 Shapes: input (N, C, H, W), grid (N, H_out, W_out, 2) with the same dtype
 (float32 or float64) -> output (N, C, H_out, W_out) in that dtype.
+
+Volumes: the same functions take 5-D inputs (N, C, D, H, W) with grids
+(N, D_out, H_out, W_out, 3) of (x, y, z), and sample them trilinearly
+("bilinear", torch's name) or by nearest voxel; their specification is
+:mod:`npstn.functional.grid_sample3d`.
 """
 from __future__ import annotations
 
@@ -107,6 +112,7 @@ import numpy as np
 from npstn._backend import resolve_backend
 from npstn._checks import check_float_array, check_same_dtype, shape_str
 from npstn._device import is_device_array
+from npstn.functional.grid_sample3d import grid_sample3d_backward_numpy, grid_sample3d_numpy
 from npstn.kernels import formulas as fm
 from npstn.kernels.formulas import COORD_LIMIT
 
@@ -126,12 +132,13 @@ def grid_sample(input, grid, mode="bilinear", padding_mode="zeros", align_corner
     Parameters
     ----------
     input : array (N, C, H, W), float32 or float64
-        The feature map U.
+        The feature map U; or a volume (N, C, D, H, W) (the paper's appendix A.3).
     grid : array (N, H_out, W_out, 2), the dtype of ``input``
         Source coordinates (x, y), normalised: -1 is the left/top edge, +1 the
         right/bottom edge (see ``align_corners``). Values outside [-1, 1] read
-        the padding; NaN/inf points read 0 (npstn's policy).
-    mode : "bilinear" (eq. 5) or "nearest" (eq. 4, ties round half to even)
+        the padding; NaN/inf points read 0 (npstn's policy). For a volume,
+        (N, D_out, H_out, W_out, 3) of (x, y, z).
+    mode : "bilinear" (eq. 5; trilinear on volumes) or "nearest" (eq. 4, ties round half to even)
     padding_mode : "zeros", "border" or "reflection"
     align_corners : bool
         False (default): -1 and +1 are the outer edges of the corner pixels.
@@ -141,21 +148,19 @@ def grid_sample(input, grid, mode="bilinear", padding_mode="zeros", align_corner
 
     Returns
     -------
-    output : array (N, C, H_out, W_out) in the input's dtype (a device array
-        with backend="cuda" when an argument was one).
+    output : array (N, C, H_out, W_out) (volumes: (N, C, D_out, H_out, W_out))
+        in the input's dtype (a device array with backend="cuda" when an
+        argument was one).
 
     Matches ``torch.nn.functional.grid_sample``; the module docstring has the
     equations, the unnormalisation formulas and the sub-gradient conventions.
     """
     backend = resolve_backend(backend, input, grid)
-    _check_args(input, grid, mode, padding_mode, align_corners, backend)
+    volume = _check_args(input, grid, mode, padding_mode, align_corners, backend)
     if backend == "numpy":
-        return _grid_sample_numpy(input, grid, mode, padding_mode, bool(align_corners))
-    if backend == "cpu":
-        from npstn.kernels.cpu import grid_sample as kernels
-    else:
-        from npstn.kernels.cuda import grid_sample as kernels
-    return kernels.forward(input, grid, mode, padding_mode, bool(align_corners))
+        spec = grid_sample3d_numpy if volume else _grid_sample_numpy
+        return spec(input, grid, mode, padding_mode, bool(align_corners))
+    return _kernels(backend, volume).forward(input, grid, mode, padding_mode, bool(align_corners))
 
 
 def grid_sample_backward(grad_output, input, grid, mode="bilinear", padding_mode="zeros",
@@ -164,8 +169,8 @@ def grid_sample_backward(grad_output, input, grid, mode="bilinear", padding_mode
 
     Parameters
     ----------
-    grad_output : array (N, C, H_out, W_out), the dtype of ``input``
-        dL/dV, the upstream gradient.
+    grad_output : array (N, C, H_out, W_out) (volumes: (N, C, D_out, H_out, W_out)),
+        the dtype of ``input``: dL/dV, the upstream gradient.
     input, grid, mode, padding_mode, align_corners, backend
         As in :func:`grid_sample`.
 
@@ -182,16 +187,26 @@ def grid_sample_backward(grad_output, input, grid, mode="bilinear", padding_mode
     add nothing to ``grad_input``.
     """
     backend = resolve_backend(backend, grad_output, input, grid)
-    _check_args(input, grid, mode, padding_mode, align_corners, backend)
+    volume = _check_args(input, grid, mode, padding_mode, align_corners, backend)
     _check_grad_output(grad_output, input, grid, backend)
     if backend == "numpy":
-        return _grid_sample_backward_numpy(grad_output, input, grid, mode, padding_mode,
-                                           bool(align_corners))
+        spec = grid_sample3d_backward_numpy if volume else _grid_sample_backward_numpy
+        return spec(grad_output, input, grid, mode, padding_mode, bool(align_corners))
+    return _kernels(backend, volume).backward(grad_output, input, grid, mode, padding_mode, bool(align_corners))
+
+
+def _kernels(backend: str, volume: bool):
+    """The kernel module of a compiled backend for 4-D (images) or 5-D (volumes) inputs."""
     if backend == "cpu":
-        from npstn.kernels.cpu import grid_sample as kernels
+        if volume:
+            from npstn.kernels.cpu import grid_sample3d as kernels
+        else:
+            from npstn.kernels.cpu import grid_sample as kernels
+    elif volume:
+        from npstn.kernels.cuda import grid_sample3d as kernels
     else:
         from npstn.kernels.cuda import grid_sample as kernels
-    return kernels.backward(grad_output, input, grid, mode, padding_mode, bool(align_corners))
+    return kernels
 
 
 def _check_location(name: str, x, backend: str) -> None:
@@ -202,26 +217,47 @@ def _check_location(name: str, x, backend: str) -> None:
         )
 
 
-def _check_args(input, grid, mode, padding_mode, align_corners, backend: str) -> None:
-    check_float_array("input", input, 4, what="(N, C, H, W)")
-    check_float_array("grid", grid, 4, what="(N, H_out, W_out, 2)")
-    if grid.shape[3] != 2:
+# The layouts of the two ranks: 4-D images, 5-D volumes (the same functions dispatch on rank, as torch)
+_LAYOUTS = {
+    4: dict(input="(N, C, H, W)", grid="(N, H_out, W_out, 2)", out="(N, C, H_out, W_out)", coords="(x, y)"),
+    5: dict(input="(N, C, D, H, W)", grid="(N, D_out, H_out, W_out, 3)", out="(N, C, D_out, H_out, W_out)",
+            coords="(x, y, z)"),
+}
+
+
+def _check_args(input, grid, mode, padding_mode, align_corners, backend: str) -> bool:
+    """Validate the sampler's arguments; True for volumes (5-D input), False for images (4-D)."""
+    check_float_array("input", input, what="(N, C, H, W) or (N, C, D, H, W)")
+    if len(input.shape) not in _LAYOUTS:
         raise ValueError(
-            "grid must have shape (N, H_out, W_out, 2) with the last axis (x, y), "
+            f"input must have 4 dimensions (N, C, H, W), got shape {shape_str(input.shape)}; "
+            "or 5 dimensions (N, C, D, H, W) for volumes"
+        )
+    rank = len(input.shape)
+    lay = _LAYOUTS[rank]
+    check_float_array("grid", grid, what=lay["grid"])
+    if len(grid.shape) != rank:
+        raise ValueError(
+            f"grid must have {rank} dimensions {lay['grid']} for a {rank}-D input {lay['input']}, "
+            f"got shape {shape_str(grid.shape)} (input has shape {shape_str(input.shape)})"
+        )
+    if tuple(grid.shape)[rank - 1] != rank - 2:  # (the simulator's shapes take no negative index)
+        raise ValueError(
+            f"grid must have shape {lay['grid']} with the last axis {lay['coords']}, "
             f"got shape {shape_str(grid.shape)}"
         )
     check_same_dtype("input", input, "grid", grid)
     if input.shape[0] != grid.shape[0]:
         raise ValueError(
             f"input and grid must have the same batch size N: input has shape "
-            f"{shape_str(input.shape)} (N, C, H, W), grid has shape {shape_str(grid.shape)} "
-            "(N, H_out, W_out, 2)"
+            f"{shape_str(input.shape)} {lay['input']}, grid has shape {shape_str(grid.shape)} "
+            f"{lay['grid']}"
         )
     if min(input.shape) < 1:
-        raise ValueError(f"input (N, C, H, W) must have nonzero sizes, got shape {shape_str(input.shape)}")
+        raise ValueError(f"input {lay['input']} must have nonzero sizes, got shape {shape_str(input.shape)}")
     if min(grid.shape) < 1:
         raise ValueError(
-            f"grid (N, H_out, W_out, 2) must have nonzero sizes, got shape {shape_str(grid.shape)}"
+            f"grid {lay['grid']} must have nonzero sizes, got shape {shape_str(grid.shape)}"
         )
     if not isinstance(mode, str) or mode not in MODES:
         raise ValueError(f"mode must be one of {', '.join(map(repr, MODES))}, got {mode!r}")
@@ -233,14 +269,17 @@ def _check_args(input, grid, mode, padding_mode, align_corners, backend: str) ->
         raise TypeError(f"align_corners must be a bool, got {align_corners!r}")
     _check_location("input", input, backend)
     _check_location("grid", grid, backend)
+    return rank == 5
 
 
 def _check_grad_output(grad_output, input, grid, backend: str) -> None:
-    check_float_array("grad_output", grad_output, 4, what="(N, C, H_out, W_out)")
-    want = (input.shape[0], input.shape[1], grid.shape[1], grid.shape[2])
+    rank = len(input.shape)
+    lay = _LAYOUTS[rank]
+    check_float_array("grad_output", grad_output, rank, what=lay["out"])
+    want = (input.shape[0], input.shape[1], *tuple(grid.shape)[1:rank - 1])
     if tuple(grad_output.shape) != want:
         raise ValueError(
-            f"grad_output must have shape (N, C, H_out, W_out) = {shape_str(want)} for input of shape "
+            f"grad_output must have shape {lay['out']} = {shape_str(want)} for input of shape "
             f"{shape_str(input.shape)} and grid of shape {shape_str(grid.shape)}, "
             f"got shape {shape_str(grad_output.shape)}"
         )

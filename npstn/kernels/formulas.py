@@ -14,6 +14,9 @@ formula                         what it computes                                
 :func:`bilinear_weights`        the four bilinear weights                       eq. 5, eq. 6
 :func:`bilinear_interpolate`    the weighted sum of the four neighbours         eq. 5
 :func:`bilinear_coordinate_gradient`  dV/dx^s, dV/dy^s of one channel           eq. 7
+:func:`trilinear_weights`       the eight trilinear weights (volumes)           eq. 5 in 3D, eq. 6
+:func:`trilinear_interpolate`   the weighted sum of the eight neighbours        eq. 5 in 3D
+:func:`trilinear_coordinate_gradient`  dV/dx^s, dV/dy^s, dV/dz^s of one channel  eq. 7 in 3D
 :func:`homography`              u, v, w of the projective map                   docs/PAPER.md "Projective"
 :func:`projective_point`        x^s = u/w, y^s = v/w and 1/w (horizon policy)   docs/PAPER.md "Projective"
 :func:`projective_gradient`     the 8 terms of d grid / d theta at one point    docs/PAPER.md "Projective"
@@ -63,7 +66,8 @@ __all__ = [
     "MODE_CODES", "PADDING_CODES", "select", "clamp", "floor", "isfinite", "copysign", "log",
     "unnormalize_constants", "unnormalize", "clamp_far", "reflect_coordinate", "clip_coordinate",
     "source_coordinate", "round_half_even", "bilinear_weights", "bilinear_interpolate",
-    "bilinear_coordinate_gradient", "homography", "projective_point", "projective_gradient", "tps_radial_basis",
+    "bilinear_coordinate_gradient", "trilinear_weights", "trilinear_interpolate",
+    "trilinear_coordinate_gradient", "homography", "projective_point", "projective_gradient", "tps_radial_basis",
 ]
 
 # ----------------------------------------------------------------------------
@@ -306,6 +310,53 @@ def bilinear_coordinate_gradient(nw, ne, sw, se, fx, fy, one):
     # BEGIN SOLUTION task2
     return (ne - nw) * (one - fy) + (se - sw) * fy, (sw - nw) * (one - fx) + (se - ne) * fx
     # END SOLUTION
+
+
+# ----------------------------------------------------------------------------
+# Trilinear sampling of volumes (eq. 5 with a third kernel factor) and its gradients
+# ----------------------------------------------------------------------------
+#
+# The kernel of eq. 3 is separable, k(x^s - m) k(y^s - n) k(z^s - l), so the
+# trilinear formulas are the bilinear ones of the two depth slices z0 and
+# z0 + 1 ("top" and "bottom"), combined by the third factor (1 - fz, fz).
+# Neighbour order, here and in every kernel: top NW, NE, SW, SE, then bottom
+# NW, NE, SW, SE (x fastest, then y, then z).
+
+@formula
+def trilinear_weights(fx, fy, fz, one):
+    """The weights of the eight neighbours (eq. 5 in 3D), fx, fy, fz the fractional parts.
+
+    The bilinear weights of (fx, fy) times (1 - fz) for the slice z0 and
+    times fz for the slice z0 + 1. They are dV/dU of each neighbour (eq. 6).
+    """
+    w_nw, w_ne, w_sw, w_se = bilinear_weights(fx, fy, one)
+    gz = one - fz
+    return w_nw * gz, w_ne * gz, w_sw * gz, w_se * gz, w_nw * fz, w_ne * fz, w_sw * fz, w_se * fz
+
+
+@formula
+def trilinear_interpolate(tnw, tne, tsw, tse, bnw, bne, bsw, bse,
+                          w_tnw, w_tne, w_tsw, w_tse, w_bnw, w_bne, w_bsw, w_bse):
+    """V = the weighted sum of the eight neighbours' values (eq. 5 in 3D); outside neighbours read 0."""
+    return (bilinear_interpolate(tnw, tne, tsw, tse, w_tnw, w_tne, w_tsw, w_tse)
+            + bilinear_interpolate(bnw, bne, bsw, bse, w_bnw, w_bne, w_bsw, w_bse))
+
+
+@formula
+def trilinear_coordinate_gradient(tnw, tne, tsw, tse, bnw, bne, bsw, bse, fx, fy, fz, one):
+    """(dV/dx^s, dV/dy^s, dV/dz^s) of one channel at one point (eq. 7 in 3D).
+
+    x and y: eq. 7 in each slice, weighted (1 - fz) and fz; z: the bilinear
+    value of the bottom slice minus that of the top one. As in 2D, the
+    one-sided derivative from the right at an exact integer coordinate.
+    """
+    gz = one - fz
+    tx, ty = bilinear_coordinate_gradient(tnw, tne, tsw, tse, fx, fy, one)
+    bx, by = bilinear_coordinate_gradient(bnw, bne, bsw, bse, fx, fy, one)
+    w_nw, w_ne, w_sw, w_se = bilinear_weights(fx, fy, one)
+    top = bilinear_interpolate(tnw, tne, tsw, tse, w_nw, w_ne, w_sw, w_se)
+    bottom = bilinear_interpolate(bnw, bne, bsw, bse, w_nw, w_ne, w_sw, w_se)
+    return tx * gz + bx * fz, ty * gz + by * fz, bottom - top
 
 
 # ----------------------------------------------------------------------------

@@ -9,6 +9,10 @@ Given an input feature map U (N, C, H, W), a spatial transformer
 3. samples U at those points (eq. 3, bilinear kernel eq. 5),
    V = grid_sample(U, grid)                           (N, C, H', W').
 
+With a volume transform (``"affine3d"``, the paper's appendix) the same
+three steps act on volumes U (N, C, D, H, W): the grid is (N, D', H', W', 3)
+and the sampler trilinear, V (N, C, D', H', W').
+
 Backward (no autodiff; each step is a hand-derived backward of its own):
 
     dL/dgrid          from grid_sample_backward (eq. 6-7)
@@ -58,9 +62,10 @@ class SpatialTransformer(Module):
         initialisation), unless ``init_identity=False``.
     transform : str or Transform
         ``"affine"`` (P=6), ``"attention"`` (P=3), ``"projective"`` (P=8),
-        ``"tps"`` (P=32, 16 control points) or a :class:`Transform` instance.
-    output_size : (H', W') or None
-        Size of V; None keeps the input's H and W. Smaller down-samples,
+        ``"tps"`` (P=32, 16 control points), ``"affine3d"`` (P=12, on volumes
+        (N, C, D, H, W)) or a :class:`Transform` instance.
+    output_size : (H', W'), (D', H', W') for volumes, or None
+        Size of V; None keeps the input's spatial size. Smaller down-samples,
         larger over-samples.
     mode, padding_mode, align_corners :
         Passed to :func:`npstn.functional.grid_sample` (torch's meanings).
@@ -78,7 +83,7 @@ class SpatialTransformer(Module):
     ----------
     theta : np.ndarray (N, P)
         The parameters predicted by the last forward call.
-    grid : np.ndarray (N, H', W', 2)
+    grid : np.ndarray (N, H', W', 2), or (N, D', H', W', 3) for volumes
         The sampling grid T_theta(G) of the last forward call.
     """
 
@@ -93,13 +98,16 @@ class SpatialTransformer(Module):
             )
         self.localization = localization
         self.transform: Transform = get_transform(transform)
+        dims = self.transform.spatial_dims
         if output_size is not None:
-            if (not isinstance(output_size, (tuple, list)) or len(output_size) != 2
+            if (not isinstance(output_size, (tuple, list)) or len(output_size) != dims
                     or not all(isinstance(v, (int, np.integer)) and v > 0 for v in output_size)):
+                want = "(D_out, H_out, W_out)" if dims == 3 else "(H_out, W_out)"
                 raise ValueError(
-                    f"SpatialTransformer: output_size must be None or (H_out, W_out) of positive ints, got {output_size!r}"
+                    f"SpatialTransformer: output_size must be None or {want} of positive ints for the "
+                    f"{self.transform.name!r} transform, got {output_size!r}"
                 )
-            output_size = (int(output_size[0]), int(output_size[1]))
+            output_size = tuple(int(v) for v in output_size)
         self.output_size = output_size
         self.mode = mode
         self.padding_mode = padding_mode
@@ -132,12 +140,15 @@ class SpatialTransformer(Module):
         reg.bias.data[...] = self.transform.identity(dtype=reg.bias.data.dtype)
 
     def _out_size(self, x):
-        n, c, h, w = x.shape
-        ho, wo = self.output_size if self.output_size is not None else (h, w)
-        return (n, c, ho, wo)
+        n, c = x.shape[0], x.shape[1]
+        spatial = self.output_size if self.output_size is not None else tuple(x.shape[2:])
+        return (n, c, *spatial)
 
     def forward(self, x):
-        check_float_array("input", x, 4, what="(N, C, H, W)")
+        if self.transform.spatial_dims == 3:
+            check_float_array("input", x, 5, what=f"(N, C, D, H, W) for the {self.transform.name!r} transform")
+        else:
+            check_float_array("input", x, 4, what="(N, C, H, W)")
         theta = self.localization(x)
         P = self.transform.num_params
         if theta.ndim != 2 or theta.shape != (x.shape[0], P):

@@ -8,7 +8,9 @@ grid's gradient back to the flat vector::
     grad_theta = T.grid_backward(G, theta, size)      G = dL/dgrid -> (N, P)
     theta_0    = T.identity()                         (P,): grid(theta_0) = the base grid G
 
-``size = (N, C, H_out, W_out)`` as in ``torch.nn.functional.affine_grid``.
+``size = (N, C, H_out, W_out)`` as in ``torch.nn.functional.affine_grid``;
+for the volume transform (``spatial_dims = 3``) ``size = (N, C, D_out,
+H_out, W_out)`` and grids are (N, D_out, H_out, W_out, 3).
 Each subclass is a thin reshaping wrapper around a pair of functions in
 :mod:`npstn.functional`; see there for the equations and backends.
 
@@ -16,6 +18,7 @@ Each subclass is a thin reshaping wrapper around a pair of functions in
 transform                      P       flat layout
 =============================  ======  ==============================================
 ``AffineTransform``            6       A_theta (2, 3) row-major (eq. 1)
+``Affine3DTransform``          12      A_theta (3, 4) row-major (volumes, 3D eq. 1)
 ``AttentionTransform``         3       (s, t_x, t_y) (eq. 2)
 ``ProjectiveTransform``        8       (a, b, c, d, e, f, g, h) of [[a b c][d e f][g h 1]]
 ``TPSTransform(K=16)``         2K      control-point targets (K, 2) row-major:
@@ -23,14 +26,14 @@ transform                      P       flat layout
 =============================  ======  ==============================================
 
 :func:`get_transform` builds one from a name ("affine", "attention",
-"projective", "tps") or passes a Transform instance through.
+"projective", "tps", "affine3d") or passes a Transform instance through.
 """
 from __future__ import annotations
 
 import numpy as np
 
 from npstn._checks import check_float_array, check_same_dtype, shape_str
-from npstn.functional.affine import _check_size, affine_grid, affine_grid_backward, base_grid
+from npstn.functional.affine import _check_size, _check_size_nd, affine_grid, affine_grid_backward, base_grid
 from npstn.functional.attention import attention_grid, attention_grid_backward
 from npstn.functional.projective import (
     PROJECTIVE_EPS,
@@ -43,6 +46,7 @@ from npstn.functional.tps import _check_num_control_points, tps_control_points, 
 __all__ = [
     "Transform",
     "AffineTransform",
+    "Affine3DTransform",
     "AttentionTransform",
     "ProjectiveTransform",
     "TPSTransform",
@@ -61,6 +65,8 @@ class Transform:
 
     name: str = ""
     num_params: int = 0
+    #: 2: images (N, C, H, W), grids (N, H_out, W_out, 2); 3: volumes (N, C, D, H, W), grids (..., 3)
+    spatial_dims: int = 2
 
     # -- the interface --------------------------------------------------------
     def identity(self, dtype=np.float32) -> np.ndarray:
@@ -76,8 +82,15 @@ class Transform:
                       backend: str | None = None):
         """G = dL/dgrid (N, H_out, W_out, 2) and theta (N, P) -> dL/dtheta (N, P), theta's dtype."""
         self._check_theta(theta)
-        _check_size(size, theta.shape[0])
-        check_float_array("grad_grid", grad_grid, 4, what="(N, H_out, W_out, 2)")
+        if self.spatial_dims == 3:
+            _check_size_nd(size, theta.shape[0])
+            if len(size) != 5:
+                raise ValueError(f"size must be (N, C, D_out, H_out, W_out) for the {self.name} transform, "
+                                 f"got {tuple(size)!r}")
+            check_float_array("grad_grid", grad_grid, 5, what="(N, D_out, H_out, W_out, 3)")
+        else:
+            _check_size(size, theta.shape[0])
+            check_float_array("grad_grid", grad_grid, 4, what="(N, H_out, W_out, 2)")
         check_same_dtype("grad_grid", grad_grid, "theta", theta)
         return self._grid_backward(grad_grid, theta, size, bool(align_corners), backend)
 
@@ -129,6 +142,36 @@ class AffineTransform(Transform):
         grad = affine_grid_backward(grad_grid, theta.reshape(theta.shape[0], 2, 3), size, align_corners,
                                     backend)  # (N, 2, 3)
         return grad.reshape(theta.shape[0], 6)
+
+
+class Affine3DTransform(Transform):
+    """The 3D affine transform of volumes: (x^s, y^s, z^s) = A_theta (x^t, y^t, z^t, 1), A_theta (3, 4) =
+    theta.reshape(3, 4) (the paper's appendix, docs/PAPER.md "Spatial transformers in 3D"); P = 12.
+
+    Sizes are 5-D, (N, C, D_out, H_out, W_out), and grids (N, D_out, H_out, W_out, 3).
+    """
+
+    name = "affine3d"
+    num_params = 12
+    spatial_dims = 3
+
+    def identity(self, dtype=np.float32) -> np.ndarray:
+        return np.eye(3, 4, dtype=dtype).reshape(12)
+
+    def grid(self, theta, size, align_corners: bool = False, backend: str | None = None):
+        """theta (N, 12) -> sampling grid (N, D_out, H_out, W_out, 3), theta's dtype."""
+        self._check_theta(theta)
+        if not (isinstance(size, (tuple, list)) and len(size) == 5):
+            raise ValueError(f"size must be (N, C, D_out, H_out, W_out) for the affine3d transform, got {size!r}")
+        return self._grid(theta, size, bool(align_corners), backend)
+
+    def _grid(self, theta, size, align_corners, backend):
+        return affine_grid(theta.reshape(theta.shape[0], 3, 4), size, align_corners, backend)
+
+    def _grid_backward(self, grad_grid, theta, size, align_corners, backend):
+        grad = affine_grid_backward(grad_grid, theta.reshape(theta.shape[0], 3, 4), size, align_corners,
+                                    backend)  # (N, 3, 4)
+        return grad.reshape(theta.shape[0], 12)
 
 
 class AttentionTransform(Transform):
@@ -213,11 +256,12 @@ TRANSFORMS = {
     "attention": AttentionTransform,
     "projective": ProjectiveTransform,
     "tps": TPSTransform,
+    "affine3d": Affine3DTransform,
 }
 
 
 def get_transform(spec) -> Transform:
-    """A Transform from a name ("affine", "attention", "projective", "tps") or an instance.
+    """A Transform from a name ("affine", "attention", "projective", "tps", "affine3d") or an instance.
 
     Names are case-insensitive and build the default configuration (TPS: 16
     control points); pass an instance, e.g. ``TPSTransform(9)``, for others.

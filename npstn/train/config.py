@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from npstn.models import ADDITION_MODELS, INPUT_SIZES, MODELS, TASKS, TRANSFORM_NAMES
+from npstn.models import ADDITION_MODELS, INPUT_SIZES, MNIST3D_MODELS, MODELS, TASKS, TRANSFORM_NAMES
 
 #: SGD momentum used unless told otherwise (chosen by experiment; see docs/training.md).
 DEFAULT_MOMENTUM = 0.9
@@ -33,7 +33,8 @@ DEFAULT_LOC_LR_MULT = 1.0
 # outputs live, how often to evaluate or checkpoint, the backend) may change.
 _DETERMINING = ("model", "transform", "distortion", "steps", "batch_size", "lr", "lr_drops",
                 "lr_gamma", "momentum", "loc_lr_mult", "weight_decay", "seed", "width",
-                "log_every", "max_loss", "input_norm", "train_set", "task", "transformers", "budget")
+                "log_every", "max_loss", "input_norm", "train_set", "task", "transformers", "budget",
+                "volume_size")
 
 
 
@@ -59,13 +60,19 @@ class TrainConfig:
 
     Attributes
     ----------
-    task : "distortion" (the default: distorted MNIST, Table 1) or "addition"
+    task : "distortion" (the default: distorted MNIST, Table 1), "addition"
         (MNIST addition, Table 4: two RTS digits in two channels, the label
         their sum; ``distortion`` must be "rts" and ``model`` "fcn", "cnn"
-        or "st-fcn"; see :mod:`npstn.data.addition`)
+        or "st-fcn"; see :mod:`npstn.data.addition`) or "mnist3d" (3D MNIST, the paper's appendix A.3: digits extruded
+        into volumes of ``volume_size``^3, turned and moved in 3D; models
+        "fcn" (on the projection) and "st-fcn" (a 3D affine transformer, then
+        the projection); ``transform`` stays "affine", which is 3D here; see
+        :mod:`npstn.data.mnist3d`)
     transformers : addition only: 1 (ST-FCN) or 2 (2xST-FCN, two transformers in parallel)
-    budget : addition only: the parameter count the models are matched to
-        (None: the anchor CNN's, see :func:`npstn.models.addition_model_spec`)
+    budget : addition and mnist3d: the parameter count the models are matched to
+        (None: the task's default, see :func:`npstn.models.addition_model_spec`,
+        :func:`npstn.models.mnist3d_model_spec`)
+    volume_size : mnist3d only: the volumes' side S (default 28)
     model : "fcn", "cnn", "st-fcn" or "st-cnn"
     transform : "affine", "projective", "tps" or "attention" (ST models)
     distortion : "r", "rts", "p", "e" or "tc"
@@ -103,6 +110,7 @@ class TrainConfig:
     task: str = "distortion"
     transformers: int = 1
     budget: int | None = None
+    volume_size: int = 28
     model: str = "st-fcn"
     transform: str = "affine"
     distortion: str = "rts"
@@ -161,7 +169,7 @@ class TrainConfig:
         self._check_task()
 
     def _check_task(self) -> None:
-        """The fields of the addition task, and their absence elsewhere."""
+        """The fields of the addition and mnist3d tasks, and their absence elsewhere."""
         self.task = str(self.task).lower()
         if self.task not in TASKS:
             raise ValueError(f"task must be one of {', '.join(TASKS)}, got {self.task!r}")
@@ -171,10 +179,29 @@ class TrainConfig:
         b = self.budget
         if b is not None and (isinstance(b, bool) or not isinstance(b, (int, np.integer)) or b < 1):
             raise ValueError(f"budget must be None or a positive int (a parameter count), got {b!r}")
+        v = self.volume_size
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 2:
+            raise ValueError(f"volume_size must be an int >= 2, got {v!r}")
+        if self.task != "mnist3d" and v != 28:
+            raise ValueError("volume_size belongs to the mnist3d task; set task='mnist3d' (--task mnist3d)")
         if self.task == "distortion":
             if t != 1 or b is not None:
                 raise ValueError("transformers and budget belong to the addition task; set task='addition' "
                                  "(--task addition)")
+            return
+        if self.task == "mnist3d":
+            if self.model not in MNIST3D_MODELS:
+                raise ValueError(f"the mnist3d task's models are {', '.join(MNIST3D_MODELS)}, got {self.model!r}")
+            if t != 1:
+                raise ValueError("the mnist3d task has one 3D transformer; transformers must be 1")
+            if self.transform != "affine":
+                raise ValueError(f"the mnist3d task's transformer is the 3D affine one; transform must be "
+                                 f"'affine', got {self.transform!r}")
+            if self.distortion != "rts":
+                raise ValueError(f"the mnist3d task poses its own volumes; leave distortion at its default "
+                                 f"('rts'), got {self.distortion!r}")
+            if self.train_set != "fresh":
+                raise ValueError("the mnist3d task draws fresh volumes every step; train_set must be 'fresh'")
             return
         if self.model not in ADDITION_MODELS:
             raise ValueError(f"the addition task's models are {', '.join(ADDITION_MODELS)}, got {self.model!r} "
@@ -228,6 +255,9 @@ class TrainConfig:
         if self.task == "addition":
             n = "2x" if self.transformers == 2 and self.model.startswith("st-") else ""
             return f"{n}{self.model.upper()}{t} on MNIST addition"
+        if self.task == "mnist3d":
+            t = " (affine3d)" if self.model.startswith("st-") else ""
+            return f"{self.model.upper()}{t} on 3D MNIST ({self.volume_size}^3)"
         return f"{self.model.upper()}{t} on {self.distortion.upper()}"
 
 

@@ -61,9 +61,31 @@ def load_addition_test_set(data_dir=None):
 
 
 
-def load_data(distortion: str, data_dir=None, backend=None, task: str = "distortion"):
+def load_mnist3d_source(data_dir=None, backend=None, volume_size: int = 28):
+    """The 3D-MNIST training stream (:class:`npstn.data.mnist3d.MNIST3D`): fresh volumes
+    x (B, 1, S, S, S), y the digits. Tests replace this function with synthetic digits."""
+    from npstn.data.mnist3d import MNIST3D
+
+    return MNIST3D(data_dir=data_dir, size=volume_size, backend=backend)
+
+
+
+def load_mnist3d_test_set(data_dir=None, volume_size: int = 28):
+    """The fixed 3D-MNIST test set (:func:`npstn.data.mnist3d.mnist3d_test_set`):
+    x float32 (1000, 1, S, S, S), y int64 (1000,)."""
+    from npstn.data.mnist3d import mnist3d_test_set
+
+    return mnist3d_test_set(data_dir=data_dir, size=volume_size)
+
+
+
+def load_data(distortion: str, data_dir=None, backend=None, task: str = "distortion", volume_size: int = 28):
     """``(train_source, (x_test, y_test))``: :func:`load_train_source` and :func:`load_test_set`
-    (with ``task="addition"``: :func:`load_addition_source` and :func:`load_addition_test_set`)."""
+    (with ``task="addition"``: :func:`load_addition_source` and :func:`load_addition_test_set`;
+    with ``task="mnist3d"``: :func:`load_mnist3d_source` and :func:`load_mnist3d_test_set`)."""
+    if task == "mnist3d":
+        return (load_mnist3d_source(data_dir, backend, volume_size),
+                load_mnist3d_test_set(data_dir, volume_size))
     if task == "addition":
         return load_addition_source(data_dir, backend), load_addition_test_set(data_dir)
     return load_train_source(distortion, data_dir, backend), load_test_set(distortion, data_dir)
@@ -73,6 +95,8 @@ def load_data(distortion: str, data_dir=None, backend=None, task: str = "distort
 def load_test_for(config: TrainConfig, data_dir=None):
     """The fixed test set of ``config``'s task and distortion (``data_dir`` overrides the config's)."""
     where = data_dir or config.data_dir
+    if config.task == "mnist3d":
+        return load_mnist3d_test_set(where, config.volume_size)
     if config.task == "addition":
         return load_addition_test_set(where)
     return load_test_set(config.distortion, where)
@@ -94,7 +118,8 @@ class StandardizedSource:
 
     def __init__(self, source):
         self.source = source
-        x, _ = source.sample_batch(NORM_SAMPLE, np.random.default_rng(NORM_SEED))
+        # a source of large examples (3D-MNIST volumes) may ask for a smaller sample
+        x, _ = source.sample_batch(getattr(source, "norm_sample", NORM_SAMPLE), np.random.default_rng(NORM_SEED))
         x = np.asarray(x, dtype=np.float64)
         self.mean, self.std = float(x.mean()), float(x.std())
 

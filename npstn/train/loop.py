@@ -54,6 +54,8 @@ def build_run_model(config: TrainConfig, seed: int | None = None):
     """The untrained model ``config`` describes (its task, model, transform, width, ...)."""
     extra = ({"task": "addition", "transformers": config.transformers, "budget": config.budget}
              if config.task == "addition" else {})
+    if config.task == "mnist3d":
+        extra = {"task": "mnist3d", "budget": config.budget, "input_size": config.volume_size}
     return build_model(config.model, config.transform, config.distortion, width=config.width,
                        loc_lr_mult=config.loc_lr_mult, seed=seed, **extra)
 
@@ -196,7 +198,7 @@ def _train_locked(config: TrainConfig, run: Path, resume: bool, progress: bool, 
         atomic_write_json(run / CONFIG, config.to_dict())
 
         train_source, test = data if data is not None else _data.load_data(
-            config.distortion, config.data_dir, config.backend, task=config.task)
+            config.distortion, config.data_dir, config.backend, task=config.task, volume_size=config.volume_size)
         train_source, (x_test, y_test), norm = _data.prepare_data(config, train_source, test)
         loss_fn = nn.CrossEntropyLoss()
 

@@ -43,8 +43,11 @@ def collect_results(root) -> list[dict]:
 
 def run_folder(root, config: TrainConfig) -> Path:
     """Where a sweep keeps one run: ``root/<distortion>/<model>[-<transform>]/seed<S>``;
-    for MNIST addition ``root/addition/[2x]<model>[-<transform>]/seed<S>``."""
+    for MNIST addition ``root/addition/[2x]<model>[-<transform>]/seed<S>``; for 3D MNIST
+    ``root/mnist3d<S>/<model>/seed<S>``."""
     name = config.model + (f"-{config.transform}" if config.model.startswith("st-") else "")
+    if config.task == "mnist3d":
+        return Path(root) / f"mnist3d{config.volume_size}" / config.model / f"seed{config.seed}"
     if config.task == "addition":
         two = "2x" if config.transformers == 2 and config.model.startswith("st-") else ""
         return Path(root) / "addition" / (two + name) / f"seed{config.seed}"

@@ -113,6 +113,59 @@ def _make_kernels(parallel: bool) -> dict:
             grad_theta[n, 1, 2] = gy1
         # END SOLUTION
 
+    # Volumes: grid[n, l, i, j] = theta[n] @ (x_j, y_i, z_l, 1), theta (N, 3, 4)
+
+    @njit(parallel=parallel, cache=True)
+    def affine_grid3d(theta, xs, ys, zs, grid):
+        PARALLEL  # noqa: B018 (part of the cache key)
+        n_batch, d, h, w = grid.shape[0], grid.shape[1], grid.shape[2], grid.shape[3]
+        flat = grid.reshape(grid.size)
+        for row in prange(n_batch * d * h):  # row (n, l, i)
+            n = row // (d * h)
+            l = (row // h) % d  # noqa: E741
+            i = row % h
+            y = ys[i]
+            z = zs[l]
+            c0 = theta[n, 0, 1] * y + theta[n, 0, 2] * z + theta[n, 0, 3]
+            c1 = theta[n, 1, 1] * y + theta[n, 1, 2] * z + theta[n, 1, 3]
+            c2 = theta[n, 2, 1] * y + theta[n, 2, 2] * z + theta[n, 2, 3]
+            t0, t1, t2 = theta[n, 0, 0], theta[n, 1, 0], theta[n, 2, 0]
+            out = flat[3 * w * row:3 * w * (row + 1)]
+            for j in range(w):
+                x = xs[j]
+                out[3 * j] = t0 * x + c0
+                out[3 * j + 1] = t1 * x + c1
+                out[3 * j + 2] = t2 * x + c2
+
+    @njit(parallel=parallel, cache=True, fastmath={"reassoc"})
+    def affine_grid3d_backward(grad_grid, xs, ys, zs, grad_theta):
+        # dL/dtheta[n, r, :] = sum_lij G[n, l, i, j, r] * (x_j, y_i, z_l, 1), float64 sums
+        PARALLEL  # noqa: B018 (part of the cache key)
+        n_batch, d, h, w = grad_grid.shape[0], grad_grid.shape[1], grad_grid.shape[2], grad_grid.shape[3]
+        flat = grad_grid.reshape(grad_grid.size)
+        for n in prange(n_batch):
+            acc = np.zeros((3, 4))
+            for l in range(d):  # noqa: E741
+                z = zs[l]
+                for i in range(h):
+                    y = ys[i]
+                    row = (n * d + l) * h + i
+                    g = flat[3 * w * row:3 * w * (row + 1)]
+                    for r in range(3):
+                        sx = 0.0
+                        s1 = 0.0
+                        for j in range(w):
+                            gr = g[3 * j + r]
+                            sx += gr * xs[j]
+                            s1 += gr
+                        acc[r, 0] += sx
+                        acc[r, 1] += s1 * y
+                        acc[r, 2] += s1 * z
+                        acc[r, 3] += s1
+            for r in range(3):
+                for k in range(4):
+                    grad_theta[n, r, k] = acc[r, k]
+
     # Attention (eq. 2): x^s = s x^t + t_x, y^s = s y^t + t_y
 
     @njit(parallel=parallel, cache=True)
@@ -186,6 +239,7 @@ def _make_kernels(parallel: bool) -> dict:
         # END SOLUTION
 
     return {"affine_grid": affine_grid, "affine_grid_backward": affine_grid_backward,
+            "affine_grid3d": affine_grid3d, "affine_grid3d_backward": affine_grid3d_backward,
             "attention_grid": attention_grid, "attention_grid_backward": attention_grid_backward,
             "projective_grid": projective_grid, "projective_grid_backward": projective_grid_backward}
 
@@ -230,6 +284,20 @@ def affine_grid_backward(grad_grid, xs, ys):
     _launch("affine_grid_backward", grad_grid.size // 2, grad_grid.shape[0], grad_grid, xs, ys, grad_theta)
     return grad_theta
     # END SOLUTION
+
+
+def affine_grid3d(theta, xs, ys, zs):
+    """theta (N, 3, 4) -> grid (N, D_out, H_out, W_out, 3), theta's dtype."""
+    grid = np.empty((theta.shape[0], zs.shape[0], ys.shape[0], xs.shape[0], 3), dtype=theta.dtype)
+    _launch("affine_grid3d", grid.size // 3, grid.shape[0] * grid.shape[1] * grid.shape[2], theta, xs, ys, zs, grid)
+    return grid
+
+
+def affine_grid3d_backward(grad_grid, xs, ys, zs):
+    """grad_grid (N, D_out, H_out, W_out, 3) -> grad_theta (N, 3, 4), grad_grid's dtype."""
+    grad_theta = np.empty((grad_grid.shape[0], 3, 4), dtype=grad_grid.dtype)
+    _launch("affine_grid3d_backward", grad_grid.size // 3, grad_grid.shape[0], grad_grid, xs, ys, zs, grad_theta)
+    return grad_theta
 
 
 def attention_grid(theta, xs, ys):

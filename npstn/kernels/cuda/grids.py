@@ -141,6 +141,72 @@ def affine_grid_backward(grad_grid, xs, ys):
     # END SOLUTION
 
 
+# Volumes: theta (N, 3, 4), B = (x, y, z, 1)
+
+@cuda.jit
+def _affine_grid3d_kernel(theta, xs, ys, zs, grid):
+    t = cuda.grid(1)
+    n_batch, d, h, w = grid.shape[0], grid.shape[1], grid.shape[2], grid.shape[3]
+    if t >= n_batch * d * h * w:
+        return
+    j = t % w
+    i = (t // w) % h
+    l = (t // (w * h)) % d  # noqa: E741
+    n = t // (w * h * d)
+    x = xs[j]
+    y = ys[i]
+    z = zs[l]
+    for r in range(3):
+        grid[n, l, i, j, r] = theta[n, r, 0] * x + theta[n, r, 1] * y + theta[n, r, 2] * z + theta[n, r, 3]
+
+
+@cuda.jit
+def _affine_grid3d_backward_kernel(grad_grid, xs, ys, zs, grad_theta):
+    # thread (n, r, k): dL/dtheta[n, r, k] = sum_lij G[n, l, i, j, r] * B_lij[k], B = (x, y, z, 1)
+    t = cuda.grid(1)
+    n_batch, d, h, w = grad_grid.shape[0], grad_grid.shape[1], grad_grid.shape[2], grad_grid.shape[3]
+    if t >= n_batch * 12:
+        return
+    n = t // 12
+    r = (t // 4) % 3
+    k = t % 4
+    acc = 0.0
+    for l in range(d):  # noqa: E741
+        for i in range(h):
+            for j in range(w):
+                if k == 0:
+                    b = xs[j]
+                elif k == 1:
+                    b = ys[i]
+                elif k == 2:
+                    b = zs[l]
+                else:
+                    b = 1.0
+                acc += grad_grid[n, l, i, j, r] * b
+    grad_theta[n, r, k] = acc
+
+
+def affine_grid3d(theta, xs, ys, zs):
+    """theta (N, 3, 4) -> grid (N, D_out, H_out, W_out, 3), on the device if theta is."""
+    cu = cuda_module()
+    d_theta, on_host = to_device(theta)
+    grid = cu.device_array((theta.shape[0], zs.shape[0], ys.shape[0], xs.shape[0], 3), dtype=theta.dtype)
+    blocks, threads = launch_config(grid.size // 3)
+    _affine_grid3d_kernel[blocks, threads](d_theta, _const(cu, xs), _const(cu, ys), _const(cu, zs), grid)
+    return _finish(grid, on_host)
+
+
+def affine_grid3d_backward(grad_grid, xs, ys, zs):
+    """grad_grid (N, D_out, H_out, W_out, 3) -> grad_theta (N, 3, 4)."""
+    cu = cuda_module()
+    d_grad, on_host = to_device(grad_grid)
+    grad_theta = cu.device_array((grad_grid.shape[0], 3, 4), dtype=grad_grid.dtype)
+    blocks, threads = launch_config(grad_grid.shape[0] * 12)
+    _affine_grid3d_backward_kernel[blocks, threads](d_grad, _const(cu, xs), _const(cu, ys), _const(cu, zs),
+                                                    grad_theta)
+    return _finish(grad_theta, on_host)
+
+
 # ----------------------------------------------------------------------------
 # Attention (eq. 2)
 # ----------------------------------------------------------------------------

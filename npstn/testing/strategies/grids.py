@@ -64,15 +64,15 @@ HOSTILE_VALUES = (np.nan, np.inf, -np.inf, 1e30, -1e30, "max", "-max")
 class SamplerConfig:
     """One ``grid_sample`` configuration: shapes and options."""
 
-    input_shape: tuple  # (N, C, H, W)
-    output_size: tuple  # (H_out, W_out)
+    input_shape: tuple  # (N, C, H, W), or (N, C, D, H, W) for volumes
+    output_size: tuple  # (H_out, W_out), or (D_out, H_out, W_out)
     mode: str
     padding_mode: str
     align_corners: bool
 
     @property
     def grid_shape(self) -> tuple:
-        return (self.input_shape[0], *self.output_size, 2)
+        return (self.input_shape[0], *self.output_size, len(self.output_size))
 
     @property
     def output_shape(self) -> tuple:
@@ -94,15 +94,24 @@ def sampler_configs(
     modes=SAMPLING_MODES,
     padding_modes=SAMPLING_PADDING_MODES,
     align_corners=(False, True),
+    spatial_dims: int = 2,
 ):
     """:class:`SamplerConfig` s: batch 1 included, 1x1 and odd maps, output
-    sizes independent of the input's (so both down- and up-sampling)."""
-    shape = draw(nchw_shapes(max_batch=max_batch, max_channels=max_channels, min_hw=1, max_hw=max_side))
-    h_out = draw(st.integers(1, max_out_side))
-    w_out = draw(st.integers(1, max_out_side))
+    sizes independent of the input's (so both down- and up-sampling).
+
+    ``spatial_dims=3`` draws volumes: inputs (N, C, D, H, W) (depth 1
+    included) and output sizes (D_out, H_out, W_out)."""
+    if spatial_dims not in (2, 3):
+        raise ValueError(f"spatial_dims must be 2 (images) or 3 (volumes), got {spatial_dims!r}")
+    if spatial_dims == 2:
+        shape = draw(nchw_shapes(max_batch=max_batch, max_channels=max_channels, min_hw=1, max_hw=max_side))
+    else:
+        shape = (draw(st.integers(1, max_batch)), draw(st.integers(1, max_channels)),
+                 *(draw(st.integers(1, max_side)) for _ in range(3)))
+    out_size = tuple(draw(st.integers(1, max_out_side)) for _ in range(spatial_dims))
     return SamplerConfig(
         input_shape=shape,
-        output_size=(h_out, w_out),
+        output_size=out_size,
         mode=draw(st.sampled_from(tuple(modes))),
         padding_mode=draw(st.sampled_from(tuple(padding_modes))),
         align_corners=draw(st.sampled_from(tuple(align_corners))),
@@ -132,14 +141,14 @@ def move_off_kinks(grid, input_hw, align_corners: bool, margin: float = 1e-3):
 
     Each pixel coordinate x^s lies in a half-pixel cell [k/2, (k + 1)/2); its
     position in the cell is squeezed linearly into [margin, 1/2 - margin].
-    ``input_hw = (H, W)``. Returns a float64 copy. (With ``align_corners=True``
+    ``input_hw = (H, W)``, or (D, H, W) for volume grids (N, D_out, H_out,
+    W_out, 3). Returns a float64 copy. (With ``align_corners=True``
     and a side of 1 pixel the coordinate has no effect and is left alone.)
     """
     if not 0 < margin < 0.25:
         raise ValueError(f"margin must be in (0, 0.25) pixels, got {margin}")
     g = np.array(grid, dtype=np.float64, copy=True)
-    h_in, w_in = input_hw
-    for axis, size in ((0, w_in), (1, h_in)):
+    for axis, size in enumerate(tuple(input_hw)[::-1]):  # x along W, y along H, z along D
         if align_corners and size == 1:
             continue
         q = 2 * normalized_to_pixel(g[..., axis], size, align_corners)  # in half pixels
@@ -181,9 +190,8 @@ def grids_on_kinks(draw, grid_shape, input_hw, align_corners: bool = False, low:
     seed = draw(st.integers(0, 2**32 - 1))
     rng = np.random.default_rng(seed)
     g = rng.uniform(low, high, size=grid_shape)
-    h_in, w_in = input_hw
     frac = draw(st.sampled_from([0.3, 0.7, 1.0]))
-    for axis, size in ((0, w_in), (1, h_in)):
+    for axis, size in enumerate(tuple(input_hw)[::-1]):  # x along W, y along H, z along D
         p = normalized_to_pixel(g[..., axis], size, align_corners)
         snapped = pixel_to_normalized(np.round(2 * p) / 2, size, align_corners)
         snap = rng.random(p.shape) < frac
@@ -238,11 +246,11 @@ def grid_sample_cases(draw, dtype=np.float64, configs=None, grids: str = "kink_f
     """
     cfg = draw(configs if configs is not None else sampler_configs())
     dt = _dtype(draw, dtype)
-    h_in, w_in = cfg.input_shape[2:]
+    spatial = tuple(cfg.input_shape[2:])  # (H, W) or (D, H, W)
     if grids == "kink_free":
-        grid = draw(kink_free_grids(cfg.grid_shape, (h_in, w_in), cfg.align_corners, low, high, margin, dt))
+        grid = draw(kink_free_grids(cfg.grid_shape, spatial, cfg.align_corners, low, high, margin, dt))
     elif grids == "on_kinks":
-        grid = draw(grids_on_kinks(cfg.grid_shape, (h_in, w_in), cfg.align_corners, low, high, dt))
+        grid = draw(grids_on_kinks(cfg.grid_shape, spatial, cfg.align_corners, low, high, dt))
     elif grids == "hostile":
         grid = draw(hostile_grids(cfg.grid_shape, dt, low, high))
     else:

@@ -33,6 +33,7 @@ __all__ = [
     "TRANSFORM_NAMES",
     "transform_sizes",
     "affine_thetas",
+    "affine3d_thetas",
     "attention_thetas",
     "projective_thetas",
     "tps_thetas",
@@ -70,6 +71,18 @@ def affine_thetas(draw, n=None, dtype=np.float64, mode=None, noise: float = 0.1,
         theta = np.eye(2, 3) + rng.uniform(-noise, noise, (n, 2, 3))
     else:
         theta = rng.uniform(-scale, scale, (n, 2, 3))
+    return theta.astype(dtype)
+
+
+@st.composite
+def affine3d_thetas(draw, n=None, dtype=np.float64, mode=None, noise: float = 0.1, scale: float = 2.0):
+    """theta (N, 3, 4) of the 3D affine transform: identity + U(-noise, noise), or U(-scale, scale) entries."""
+    rng, mode = _rng_and_mode(draw, mode)
+    n = _batch(draw, n)
+    if mode == "near_identity":
+        theta = np.eye(3, 4) + rng.uniform(-noise, noise, (n, 3, 4))
+    else:
+        theta = rng.uniform(-scale, scale, (n, 3, 4))
     return theta.astype(dtype)
 
 
