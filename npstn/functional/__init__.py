@@ -77,5 +77,4 @@ from npstn.functional.pooling import *  # noqa: F401,F403
 from npstn.functional.activation import *  # noqa: F401,F403
 from npstn.functional.loss import *  # noqa: F401,F403
 from npstn.functional.colocalisation import *  # noqa: F401,F403
-
 from npstn.functional.projection import *  # noqa: F401,F403
