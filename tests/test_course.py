@@ -120,6 +120,9 @@ def test_a_bug_in_one_solution_fails_exactly_that_task(task, path, right, wrong,
     print(format_report(results))
     failed = [r.number for r in results if r.passed < r.total]
     assert failed == [task], format_report(results, verbose=True)
+    bad = results[[r.number for r in results].index(task)]
+    # both mutants are wrong derivatives: the finite-difference test catches them, and caps the task at half
+    assert bad.gradient_failed and bad.score <= bad.points / 2, format_report(results, verbose=True)
 
 
 def _refused(argv, capsys, name):

@@ -7,7 +7,11 @@ is the student repository and whose ``PYTHONPATH`` starts with it, so that
 ones beside *this* npstn: run from the solution repository, the grader adds the
 held-back tests of ``course/tests/heldback``.
 
-A task's points are its weight times the fraction of its tests that pass.
+A task's points are its weight times the fraction of its tests that pass,
+and at most half its weight while any of its finite-difference tests (a test
+whose name contains ``finite_differences``) fails: a backward pass that is
+not the derivative cannot earn most of a task however many shape and dtype
+tests it passes.
 """
 from __future__ import annotations
 
@@ -26,6 +30,9 @@ from npstn.course.kit import solution_root
 __all__ = ["TaskResult", "grade", "format_report", "test_files"]
 
 _FILE = re.compile(r"test_task(\d+)_\w*\.py$")
+#: Tests whose name holds this check the backward against finite differences: a task with one failing
+#: scores at most half its points (see the module doc).
+GRADIENT_TEST = "finite_differences"
 
 
 @dataclass
@@ -37,10 +44,14 @@ class TaskResult:
     total: int = 0
     skipped: int = 0
     failures: list = field(default_factory=list)
+    gradient_failed: bool = False  # a finite-difference test of the task failed
 
     @property
     def score(self) -> float:
-        return self.points * self.passed / self.total if self.total else 0.0
+        if not self.total:
+            return 0.0
+        share = self.points * self.passed / self.total
+        return min(share, self.points / 2) if self.gradient_failed else share
 
 
 def test_files(tests_dir: Path, tasks) -> list[Path]:
@@ -104,6 +115,7 @@ def grade(directory=".", tasks=None, examples: int | None = None, extra_args=(),
             elif bad is not None:
                 msg = (bad.get("message") or "").strip().splitlines()
                 r.failures.append(f"{case.get('name')}: {msg[0][:160] if msg else 'failed'}")
+                r.gradient_failed |= GRADIENT_TEST in (case.get("name") or "")
             else:
                 r.passed += 1
     return [results[n] for n in numbers]
@@ -113,7 +125,9 @@ def format_report(results, verbose: bool = False) -> str:
     """Points per task, then ``total: X/Y`` (Y: the points of the tasks graded)."""
     lines = []
     for r in results:
-        note = f"{r.passed}/{r.total} tests passed" + (f", {r.skipped} skipped" if r.skipped else "")
+        note = (f"{r.passed}/{r.total} tests passed" + (f", {r.skipped} skipped" if r.skipped else "")
+                + (", a finite-difference test failed: at most half"
+                   if r.gradient_failed and r.passed * 2 > r.total else ""))
         lines.append(f"task {r.number}  {r.title:<78} {r.score:5.1f}/{r.points:<3d} ({note})")
         if verbose:
             lines.extend(f"          - {f}" for f in r.failures[:8])
