@@ -97,7 +97,7 @@ def plot_transformations(model, x: np.ndarray, path, labels=None, title: str | N
     ``(x - mean) / std`` and V is drawn back in pixel units
     (``V * std + mean``, so the sampler's zero padding shows as the mean grey).
     """
-    from npstn.train.data import standardize
+    from npstn.train.data import standardize, unstandardize
 
     plt = _pyplot()
     x = np.ascontiguousarray(x, dtype=np.float32)
@@ -109,9 +109,7 @@ def plot_transformations(model, x: np.ndarray, path, labels=None, title: str | N
         pred = model(x_in).argmax(axis=1)
         st = getattr(model, "transformer", None)
         if st is not None:
-            v = st(x_in)
-            if norm is not None:
-                v = v * np.float32(norm["std"]) + np.float32(norm["mean"])
+            v = unstandardize(st(x_in), norm)
             mesh = transformation_mesh(st, st.theta, h, w)
     finally:
         model.train(was_training)
@@ -174,7 +172,7 @@ def plot_mnist3d(model, x: np.ndarray, path, labels=None, title: str | None = No
     grey). A model without a transformer shows the input's projection and
     its predictions only. ``norm`` as for :func:`plot_transformations`.
     """
-    from npstn.train.data import standardize
+    from npstn.train.data import standardize, unstandardize
 
     plt = _pyplot()
     x = np.ascontiguousarray(x, dtype=np.float32)
@@ -186,9 +184,7 @@ def plot_mnist3d(model, x: np.ndarray, path, labels=None, title: str | None = No
         pred = model(x_in).argmax(axis=1)
         st = getattr(model, "transformer", None)
         if st is not None:
-            v = st(x_in)
-            if norm is not None:
-                v = v * np.float32(norm["std"]) + np.float32(norm["mean"])
+            v = unstandardize(st(x_in), norm)
             edges, depth = box_edges(st.theta, s)
     finally:
         model.train(was_training)
@@ -408,7 +404,7 @@ def plot_addition(model, x: np.ndarray, path, labels=None, digits=None, title: s
     :func:`plot_transformations` (the model sees standardised pixels; the
     outputs are drawn back in pixel units). Returns the PNG's path.
     """
-    from npstn.train.data import standardize
+    from npstn.train.data import standardize, unstandardize
 
     plt = _pyplot()
     x = np.ascontiguousarray(x, dtype=np.float32)
@@ -423,10 +419,7 @@ def plot_addition(model, x: np.ndarray, path, labels=None, digits=None, title: s
         pred = model(x_in).argmax(axis=1)
         outs, meshes = [], []
         for st in sts:
-            v = np.asarray(st(x_in))
-            if norm is not None:
-                v = v * np.float32(norm["std"]) + np.float32(norm["mean"])
-            outs.append(v)
+            outs.append(unstandardize(np.asarray(st(x_in)), norm))
             meshes.append(transformation_mesh(st, st.theta, h, w))
     finally:
         model.train(was_training)

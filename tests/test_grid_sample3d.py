@@ -251,20 +251,23 @@ def test_large_call_takes_the_parallel_kernels():
         close(a, b, np.float64)
 
 
-def test_gradcheck_composed_transformer():
-    """theta -> affine_grid -> grid_sample, checked end to end in float64 (the 3D transformer's chain)."""
+@pytest.mark.parametrize("backend", ["numpy", "cpu"])
+def test_affine_grid3d_backward_and_grid_sample3d_backward_numpy_match_finite_differences(backend):
+    """theta -> affine_grid -> grid_sample, checked end to end in float64 (the 3D transformer's chain):
+    on "numpy" through grid_sample3d_backward_numpy and the affine grid's NumPy backward, on "cpu"
+    through the kernels' affine_grid3d_backward and the trilinear backward kernel."""
     rng = np.random.default_rng(7)
     x = rng.standard_normal((1, 2, 3, 4, 5))
     theta = np.eye(3, 4)[None] + rng.uniform(-0.2, 0.2, (1, 3, 4))
     size = (1, 2, 2, 3, 3)
 
     def forward(x, theta):
-        return F.grid_sample(x, F.affine_grid(theta, size, backend="cpu"), backend="cpu")
+        return F.grid_sample(x, F.affine_grid(theta, size, backend=backend), backend=backend)
 
     def backward(g, x, theta):
-        grid = F.affine_grid(theta, size, backend="cpu")
-        gi, gg = F.grid_sample_backward(g, x, grid, backend="cpu")
-        return [gi, F.affine_grid_backward(gg, theta, size, backend="cpu")]
+        grid = F.affine_grid(theta, size, backend=backend)
+        gi, gg = F.grid_sample_backward(g, x, grid, backend=backend)
+        return [gi, F.affine_grid_backward(gg, theta, size, backend=backend)]
 
     assert gradcheck(forward, [x, theta], backward=backward, eps=1e-6, atol=1e-6, rtol=1e-4)
 

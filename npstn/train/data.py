@@ -210,6 +210,15 @@ def run_input_norm(run_dir):
 
 
 
+def unstandardize(v, norm: dict | None):
+    """Back to pixel units: ``v * std + mean`` in float32 for a run's ``norm``; v itself for None
+    (so a transformer's output on standardised inputs can be drawn like its input)."""
+    if norm is None:
+        return v
+    return v * np.float32(norm["std"]) + np.float32(norm["mean"])
+
+
+
 def standardize(x: np.ndarray, norm: dict | None) -> np.ndarray:
     """``(x - mean) / std`` in float32 for a run's ``norm`` (see :func:`run_input_norm`); x itself for None."""
     if norm is None:
