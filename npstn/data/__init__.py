@@ -43,6 +43,7 @@ from npstn.data.distortions import (
 from npstn.data.distorted import (
     NUM_CLASSES,
     TEST_SEED,
+    DigitSource,
     DistortedMNIST,
     clear_test_set_memo,
     distorted_cache_dir,
@@ -83,6 +84,7 @@ __all__ = [
     "homography_from_points",
     "NUM_CLASSES",
     "TEST_SEED",
+    "DigitSource",
     "DistortedMNIST",
     "clear_test_set_memo",
     "distorted_cache_dir",

@@ -42,13 +42,14 @@ import numpy as np
 from npstn.data.distorted import (
     _MEMO,
     TEST_SEED,
+    DigitSource,
     _as_digits,
     _fingerprint,
     _freeze,
     _load_split,
     distorted_cache_dir,
 )
-from npstn.data.distortions import GENERATOR_VERSION, _check_rng, _distort, canvas_size
+from npstn.data.distortions import GENERATOR_VERSION, _distort, canvas_size
 from npstn.utils.io import atomic_save_npz
 
 __all__ = [
@@ -90,12 +91,12 @@ def _pair_images(images: np.ndarray, ia: np.ndarray, ib: np.ndarray, rng: np.ran
 # --------------------------------------------------------------------------- training data
 
 
-class AdditionMNIST:
+class AdditionMNIST(DigitSource):
     """The MNIST training digits, drawn as fresh RTS pairs labelled with their sum.
 
-    The interface of :class:`npstn.data.DistortedMNIST` (``sample_batch``,
-    ``images``, ``labels``, ``image_size``, ``num_classes``, ``backend``), for
-    the addition task.
+    A :class:`npstn.data.DigitSource`, like :class:`npstn.data.DistortedMNIST`
+    (``sample_batch``, ``images``, ``labels``, ``image_size``, ``num_classes``,
+    ``backend``), for the addition task.
 
     Parameters
     ----------
@@ -122,24 +123,11 @@ class AdditionMNIST:
     digit_distortion = ADDITION_DISTORTION
     image_size = canvas_size(ADDITION_DISTORTION)
 
-    def __init__(self, data_dir=None, backend: str | None = None, *, seed: int = 0,
-                 images=None, labels=None):
-        if images is None and labels is None:
-            self.images, self.labels = _load_split("train", data_dir)
-        else:
-            self.images, self.labels = _as_digits(images, labels, "AdditionMNIST")
-        self.backend = backend
-        self.seed = seed
-        self.rng = np.random.default_rng(seed)
-
-    def __len__(self) -> int:
-        return int(self.images.shape[0])
-
     def __repr__(self) -> str:
         return (f"AdditionMNIST(n={len(self)}, image_size={self.image_size}, "
                 f"channels={self.channels}, backend={self.backend!r})")
 
-    def sample_batch(self, batch_size: int, rng: np.random.Generator | None = None):
+    def _draw(self, batch_size: int, rng: np.random.Generator):
         """``batch_size`` fresh pairs of training digits, each digit RTS-distorted on its own.
 
         Both digits are drawn uniformly with replacement and independently,
@@ -150,10 +138,7 @@ class AdditionMNIST:
         Returns ``(x, y)``: x float32 (B, 2, 42, 42) in [0, 1] (channel 0 the
         first digit, channel 1 the second), y int64 (B,) in 0..18, their sum.
         """
-        if not isinstance(batch_size, (int, np.integer)) or isinstance(batch_size, bool) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-        rng = self.rng if rng is None else _check_rng(rng)
-        n, b = len(self), int(batch_size)
+        n, b = len(self), batch_size
         ia = rng.integers(0, n, size=b)
         ib = rng.integers(0, n, size=b)
         x = _pair_images(self.images, ia, ib, rng, self.backend)

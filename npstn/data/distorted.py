@@ -59,6 +59,7 @@ from npstn.utils.io import atomic_save_npz
 __all__ = [
     "TEST_SEED",
     "NUM_CLASSES",
+    "DigitSource",
     "DistortedMNIST",
     "test_set",
     "distorted_cache_dir",
@@ -134,7 +135,47 @@ def _load_split(split: str, data_dir) -> tuple[np.ndarray, np.ndarray]:
 # --------------------------------------------------------------------------- training data
 
 
-class DistortedMNIST:
+class DigitSource:
+    """What every training-set source shares: the MNIST training digits, a generator, fresh batches.
+
+    :class:`DistortedMNIST`, :class:`npstn.data.AdditionMNIST` and
+    :class:`npstn.data.MNIST3D` are DigitSources. Each loads the digits
+    (``images`` float32 (N, 28, 28) in [0, 1], ``labels`` int64 (N,)) here,
+    keeps ``backend``, ``seed`` and ``rng`` (the generator ``sample_batch``
+    uses when given none), and implements :meth:`_draw`.
+    ``sample_batch(batch_size, rng=None)`` checks its arguments and calls
+    ``_draw(batch_size, rng)``, which must take every random number from
+    ``rng`` and nothing else: the same generator state gives the same batch.
+    """
+
+    num_classes = NUM_CLASSES
+
+    def __init__(self, data_dir=None, backend: str | None = None, *, seed: int = 0, images=None, labels=None):
+        if images is None and labels is None:
+            self.images, self.labels = _load_split("train", data_dir)
+        else:
+            self.images, self.labels = _as_digits(images, labels, type(self).__name__)
+        self.backend = backend
+        self.seed = seed
+        self.rng = np.random.default_rng(seed)
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    def sample_batch(self, batch_size: int, rng: np.random.Generator | None = None):
+        """A fresh batch ``(x, y)`` of ``batch_size`` examples drawn from ``rng`` (default :attr:`rng`).
+
+        See the class's ``_draw`` for what x and y hold.
+        """
+        if not isinstance(batch_size, (int, np.integer)) or isinstance(batch_size, bool) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        return self._draw(int(batch_size), self.rng if rng is None else _check_rng(rng))
+
+    def _draw(self, batch_size: int, rng: np.random.Generator):
+        raise NotImplementedError
+
+
+class DistortedMNIST(DigitSource):
     """The MNIST training digits, drawn as freshly distorted batches.
 
     Parameters
@@ -154,40 +195,23 @@ class DistortedMNIST:
     image_size : the canvas side S (28, 42 or 60);  num_classes : 10
     """
 
-    num_classes = NUM_CLASSES
-
     def __init__(self, distortion: str, data_dir=None, seed: int = 0, backend: str | None = None, *,
                  images=None, labels=None):
         self.distortion = check_distortion(distortion)
-        if images is None and labels is None:
-            self.images, self.labels = _load_split("train", data_dir)
-        else:
-            self.images, self.labels = _as_digits(images, labels, "DistortedMNIST")
+        super().__init__(data_dir, backend, seed=seed, images=images, labels=labels)
         self.image_size = canvas_size(self.distortion)
-        self.backend = backend
-        self.seed = seed
-        self.rng = np.random.default_rng(seed)
-
-    def __len__(self) -> int:
-        return int(self.images.shape[0])
 
     def __repr__(self) -> str:
         return (f"DistortedMNIST(distortion={self.distortion!r}, n={len(self)}, "
                 f"image_size={self.image_size}, backend={self.backend!r})")
 
-    def sample_batch(self, batch_size: int, rng: np.random.Generator | None = None):
-        """A batch of ``batch_size`` random training digits, freshly distorted.
+    def _draw(self, batch_size: int, rng: np.random.Generator):
+        """A batch of random training digits, freshly distorted.
 
-        Indices are drawn uniformly with replacement, then the distortions, all
-        from ``rng`` (default :attr:`rng`) and nothing else: the same generator
-        state always gives the same batch.
-
+        Indices are drawn uniformly with replacement, then the distortions.
         Returns ``(x, y)``: x float32 (B, 1, S, S) in [0, 1], y int64 (B,).
         """
-        if not isinstance(batch_size, (int, np.integer)) or isinstance(batch_size, bool) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-        rng = self.rng if rng is None else _check_rng(rng)
-        idx = rng.integers(0, len(self), size=int(batch_size))
+        idx = rng.integers(0, len(self), size=batch_size)
         pool, exclude = (self.images, idx) if self.distortion == "tc" else (None, None)
         x, _ = _distort(self.images[idx], self.distortion, rng, pool=pool, exclude=exclude,
                         backend=self.backend)

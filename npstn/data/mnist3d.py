@@ -35,8 +35,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from npstn.data.distorted import TEST_SEED, _as_digits, _load_split
-from npstn.data.distortions import _check_rng
+from npstn.data.distorted import TEST_SEED, DigitSource, _as_digits, _load_split
 
 __all__ = [
     "MNIST3D_SIZE",
@@ -112,11 +111,12 @@ def render_volumes(digits: np.ndarray, theta: np.ndarray, size: int = MNIST3D_SI
     return values * slab[:, None]
 
 
-class MNIST3D:
+class MNIST3D(DigitSource):
     """The MNIST training digits, drawn as fresh 3D-MNIST volumes (see the module doc).
 
-    The interface of :class:`npstn.data.DistortedMNIST` (``sample_batch``,
-    ``images``, ``labels``, ``image_size``, ``num_classes``, ``backend``).
+    A :class:`npstn.data.DigitSource`, like :class:`npstn.data.DistortedMNIST`
+    (``sample_batch``, ``images``, ``labels``, ``image_size``, ``num_classes``,
+    ``backend``).
 
     Parameters
     ----------
@@ -139,30 +139,18 @@ class MNIST3D:
                  images=None, labels=None):
         if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 2:
             raise ValueError(f"size must be an int >= 2 (the volume's side), got {size!r}")
-        if images is None and labels is None:
-            self.images, self.labels = _load_split("train", data_dir)
-        else:
-            self.images, self.labels = _as_digits(images, labels, "MNIST3D")
+        super().__init__(data_dir, backend, seed=seed, images=images, labels=labels)
         self.image_size = int(size)
         self.max_angle, self.max_shift = float(max_angle), float(max_shift)
-        self.backend = backend
-        self.seed = seed
-        self.rng = np.random.default_rng(seed)
-
-    def __len__(self) -> int:
-        return int(self.images.shape[0])
 
     def __repr__(self) -> str:
         return (f"MNIST3D(n={len(self)}, size={self.image_size}, max_angle={self.max_angle:g}, "
                 f"max_shift={self.max_shift:g}, backend={self.backend!r})")
 
-    def sample_batch(self, batch_size: int, rng: np.random.Generator | None = None):
-        """``batch_size`` fresh volumes: x float32 (B, 1, S, S, S) in [0, 1], y int64 (B,) the digits."""
-        if not isinstance(batch_size, (int, np.integer)) or isinstance(batch_size, bool) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-        rng = self.rng if rng is None else _check_rng(rng)
-        idx = rng.integers(0, len(self), size=int(batch_size))
-        theta = random_poses(int(batch_size), rng, self.max_angle, self.max_shift)
+    def _draw(self, batch_size: int, rng: np.random.Generator):
+        """Fresh volumes: x float32 (B, 1, S, S, S) in [0, 1], y int64 (B,) the digits."""
+        idx = rng.integers(0, len(self), size=batch_size)
+        theta = random_poses(batch_size, rng, self.max_angle, self.max_shift)
         return render_volumes(self.images[idx], theta, self.image_size, self.backend), self.labels[idx]
 
 
