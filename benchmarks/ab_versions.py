@@ -18,7 +18,7 @@ equally. It reports median milliseconds and the ratio new / old:
 Usage (from the repository root; OLD is a checkout of the older commit,
 e.g. ``git worktree add /tmp/old 2b38c33``)::
 
-    python benchmarks/ab_versions.py --old-src /tmp/old [--reps 10] [--json out.json]
+    python benchmarks/ab_versions.py --old-src /tmp/old [--reps 10] [--only kernel] [--json out.json]
 
 Both versions must share Numba, NumPy and the thread count (they do: one
 process). Results go into benchmarks/RESULTS.md with the date and machine.
@@ -81,7 +81,14 @@ def main(argv=None) -> int:
     p.add_argument("--reps", type=int, default=10, help="timed calls of each version per case (default 10; "
                    "the CNNs half, the sampler 4x)")
     p.add_argument("--json", type=Path, default=None, help="write the results here too")
+    p.add_argument("--only", default=None, metavar="WORDS",
+                   help="comma list: time only the cases whose name contains one of these words "
+                   "(e.g. 'kernel' or 'step,sampler fwd')")
     args = p.parse_args(argv)
+    only = [w.strip() for w in args.only.split(",")] if args.only else None
+
+    def wanted(case: str) -> bool:
+        return only is None or any(w in case for w in only)
 
     import npstn
     import npstn.functional as Fn
@@ -107,6 +114,8 @@ def main(argv=None) -> int:
             print(f"| {case} | {a:.3f} | {b:.3f} | {b / a:.3f} |", flush=True)
 
         for name, tr, dist in MODELS:
+            if not wanted(f"step {name.upper()}{' ' + tr if tr else ''} {dist.upper()}"):
+                continue
             side = 42 if dist == "rts" else 28
             batches = [(rng.random((256, 1, side, side), dtype=np.float32), rng.integers(0, 10, 256))
                        for _ in range(4)]
@@ -146,6 +155,8 @@ def main(argv=None) -> int:
                      ("kernel bwd", lambda: Ko.backward(g, x, grid, "bilinear", "zeros", False),
                       lambda: Kn.backward(g, x, grid, "bilinear", "zeros", False))]
             for what, a, b in cases:
+                if not wanted(f"{what} {shape}->{ho}x{wo}"):
+                    continue
                 a()
                 b()
                 report(f"{what} {shape}->{ho}x{wo}", *abba(a, b, 4 * args.reps))
