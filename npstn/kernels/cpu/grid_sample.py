@@ -287,17 +287,18 @@ def _sample_channels(q, cb, mode, scatter, args):
                                                  w_nw, w_ne, w_sw, w_se)
                 i += step_in
                 o += step_out
-        elif m == 0:  # outside the image, or NaN/inf: 0
-            for c in range(cb):
-                dst[o] = zero
-                o += step_out
-        else:  # near the border: neighbours outside read 0
+        else:  # near the border (or outside, or NaN/inf: m == 0): neighbours outside read 0
             i = in0 + np.int64(off[w])  # may point before the plane: only inside neighbours are read
+            w_nw = wts[0, w]
+            w_ne = wts[1, w]
+            w_sw = wts[2, w]
+            w_se = wts[3, w]
             for c in range(cb):
-                dst[o] = fm.bilinear_interpolate(src[i] if m & NW else zero, src[i + 1] if m & NE else zero,
-                                                 src[i + w_in] if m & SW else zero,
-                                                 src[i + w_in + 1] if m & SE else zero,
-                                                 wts[0, w], wts[1, w], wts[2, w], wts[3, w])
+                nw = src[i] if m & NW else zero
+                ne = src[i + 1] if m & NE else zero
+                sw = src[i + w_in] if m & SW else zero
+                se = src[i + w_in + 1] if m & SE else zero
+                dst[o] = fm.bilinear_interpolate(nw, ne, sw, se, w_nw, w_ne, w_sw, w_se)
                 i += plane_in
                 o += step_out
 
