@@ -24,8 +24,10 @@ quickstart: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/npstn demo
 
+# one pytest worker per core (pytest-xdist); TEST_WORKERS=0 runs everything in this process
+TEST_WORKERS ?= auto
 test: $(STAMP)
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis
