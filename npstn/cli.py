@@ -387,6 +387,10 @@ def _cmd_course(args) -> int:
 
     results = grade(args.dir, tasks=args.task, examples=args.examples)
     print(format_report(results, verbose=args.verbose))
+    total = sum(r.score for r in results)
+    if args.fail_under is not None and total < args.fail_under:
+        print(f"npstn course grade: total {total:g} is below --fail-under {args.fail_under:g}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -584,6 +588,9 @@ def build_parser() -> argparse.ArgumentParser:
     cg.add_argument("--examples", type=A.positive_int(10_000), default=None,
                     help="Hypothesis examples per property test (default 20)")
     cg.add_argument("--verbose", action="store_true", help="name the failed tests")
+    cg.add_argument("--fail-under", type=A.nonnegative_float, default=None, metavar="POINTS",
+                    help="exit with status 1 when the total is below POINTS (for CI; default: always 0 "
+                    "once graded)")
     cm = csub.add_parser("mutants", help="grade a property-testing assignment by mutation: how many planted "
                          "bugs its tests catch")
     cm.add_argument("tests", metavar="TESTS", type=A.input_file,

@@ -92,6 +92,15 @@ def test_grader_gives_zero_on_the_starter(starter):
     assert report.splitlines()[-1] == f"total: 0/{sum(t.points for t in TASKS)}"
 
 
+def test_grade_fail_under_sets_the_exit_status(starter, capsys):
+    args = ["course", "grade", str(starter), "--task", "1", "--examples", "5"]
+    assert main(args) == 0  # graded: 0 points, but no threshold asked for
+    assert main([*args, "--fail-under", "0"]) == 0
+    assert main([*args, "--fail-under", "5"]) == 1
+    err = capsys.readouterr().err
+    assert "total 0 is below --fail-under 5" in err
+
+
 def test_grader_gives_full_points_on_the_solutions():
     results = grade(ROOT, tasks=FAST, examples=EXAMPLES)
     report = format_report(results)
