@@ -135,6 +135,7 @@ OPTIONS = [
     (["data"], "--pack", ["", "-"]),
     (["course", "grade", "."], "--task", ["0", "7", "x", "", "1.5"]),
     (["course", "grade", "."], "--examples", POS_INT + ["100000"]),
+    (["course", "grade", "."], "--fail-under", NONNEG_FLOAT),
 ]
 CASES = [(cmd, opt, v) for cmd, opt, vals in OPTIONS for v in vals]
 HUGE = [(["train"], "--steps", "1000000000"), (["train"], "--batch-size", "100000"),
