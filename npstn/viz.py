@@ -10,7 +10,8 @@ read from) bold, and a subsampled mesh of the grid inside it.
 the test error from a run's ``log.csv``.
 
 :func:`viz_run` does both for a run folder (``npstn viz RUN_DIR``). All PNGs
-are written with matplotlib's Agg backend, atomically.
+are written atomically, with matplotlib's Agg backend unless pyplot is already in
+use (a notebook keeps its own backend: see ``_pyplot``).
 """
 from __future__ import annotations
 
@@ -25,9 +26,20 @@ __all__ = ["grid_to_pixels", "transformation_mesh", "plot_transformations",
 
 
 def _pyplot():
+    """matplotlib.pyplot, on the Agg backend unless the caller already imported pyplot.
+
+    A script or the CLI gets Agg (no display needed). In a notebook or an
+    interactive session pyplot is already loaded with the user's backend
+    (e.g. ``%matplotlib inline``): switching it to Agg would stop every later
+    figure of theirs from showing, so it is left alone (our figures are
+    closed after saving, so they never pop up).
+    """
+    import sys
+
     import matplotlib
 
-    matplotlib.use("Agg")
+    if "matplotlib.pyplot" not in sys.modules:
+        matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     return plt

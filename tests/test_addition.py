@@ -438,6 +438,23 @@ def test_plot_addition_writes_a_png(tmp_path):
     DD.clear_test_set_memo()
 
 
+def test_plotting_keeps_the_backend_of_a_session_that_already_uses_pyplot():
+    """In a notebook (%matplotlib inline) npstn.viz must not switch pyplot to Agg: every later
+    figure of the notebook would stop showing. A fresh process (the CLI) still gets Agg."""
+    import subprocess
+    import sys
+
+    code = ("import sys, matplotlib\n"
+            "if sys.argv[1] == 'user':\n"
+            "    matplotlib.use('svg'); import matplotlib.pyplot\n"
+            "from npstn.viz import _pyplot\n"
+            "_pyplot(); print(matplotlib.get_backend().lower())\n")
+    for who, backend in (("user", "svg"), ("cli", "agg")):
+        out = subprocess.run([sys.executable, "-c", code, who], capture_output=True, text=True, check=True,
+                             env={k: v for k, v in os.environ.items() if k != "MPLBACKEND"})
+        assert out.stdout.split() == [backend], (who, out.stdout, out.stderr)
+
+
 @pytest.mark.parametrize("name,transformers", [("st-fcn", 2), ("fcn", 1)])
 def test_a_few_sgd_steps_lower_the_loss(name, transformers):
     images, labels = synthetic_digits(60, 7)

@@ -35,13 +35,14 @@ EXPECTED = [
     "04_training_an_st",
     "05_property_testing_your_layer",
     "06_trilinear_sampling_3d",
+    "07_two_transformers_share_the_work",
 ]
 CELL_TIMEOUT_S = 300  # per cell in quick mode (the tests); it stays far below it
-FULL_CELL_TIMEOUT_S = 3600  # per cell in full mode (notebook 04 trains for minutes)
+FULL_CELL_TIMEOUT_S = 3600  # per cell in full mode (notebooks 04 and 07 train for minutes)
 QUICK_ENV = "NPSTN_NOTEBOOK_QUICK"
 KERNEL_NAME = "npstn-python3"
 MAX_BYTES = 1_500_000  # a stored notebook (outputs included) stays small
-NEEDS_MNIST = {"04_training_an_st"}  # skipped where MNIST cannot be found (CI has it)
+NEEDS_MNIST = {"04_training_an_st", "07_two_transformers_share_the_work"}  # skipped where MNIST cannot be found (CI has it)
 
 
 def _kernel_manager(spec_root: Path):
@@ -99,7 +100,7 @@ def execute_notebook(path, quick: bool = True, timeout: int | None = None):
     return nb
 
 
-def test_the_six_notebooks_are_there():
+def test_the_seven_notebooks_are_there():
     assert [p.stem for p in NOTEBOOKS] == EXPECTED
 
 
