@@ -56,6 +56,11 @@ __all__ = [
     "col2im_numpy",
     "cols_to_nchw_numpy",
     "nchw_to_cols_numpy",
+    "grain_view",
+    "im2col_chunk",
+    "col2im_chunk",
+    "cols_to_nchw_chunk",
+    "nchw_to_cols_chunk",
 ]
 
 
@@ -129,74 +134,108 @@ def _valid_range(offset, stride, pad, size, out_size):
     return lo, hi
 
 
+@njit(cache=True, inline="always")
+def _grain_block(n, n0, n1, grain, rows, plane_len):
+    """Where image ``n`` of the chunk [n0, n1) sits in a grain-blocked buffer (see
+    ``GRAINS``): (offset of its grain's block, that block's row length, the
+    image's first column in the block)."""
+    q = (n - n0) // grain
+    first = n0 + q * grain
+    count = min(grain, n1 - first)  # images in this grain (the last one may be short)
+    return q * rows * grain * plane_len, count * plane_len, (n - first) * plane_len
+
+
 @njit(parallel=True, cache=True)
-def _im2col_kernel(x, kh, kw, sh, sw, ph, pw, h_out, w_out, cols):
-    n_batch, channels, height, width = x.shape
+def _im2col_kernel(x, n0, n1, grain, kh, kw, sh, sw, ph, pw, h_out, w_out, buf):
+    channels, height, width = x.shape[1], x.shape[2], x.shape[3]
+    xf = x.reshape(-1)  # C-contiguous: flat offsets
     plane_len = h_out * w_out
-    for plane in prange(n_batch * channels):
-        n = plane // channels
-        c = plane % channels
-        for i in range(kh):
-            oy_lo, oy_hi = _valid_range(i, sh, ph, height, h_out)
-            for j in range(kw):
-                ox_lo, ox_hi = _valid_range(j, sw, pw, width, w_out)
-                row = (c * kh + i) * kw + j
-                for oy in range(h_out):
-                    base = n * plane_len + oy * w_out
-                    if oy < oy_lo or oy >= oy_hi:  # the whole output row reads padding
-                        for ox in range(w_out):
-                            cols[row, base + ox] = 0
-                        continue
-                    iy = oy * sh + i - ph
-                    for ox in range(ox_lo):
-                        cols[row, base + ox] = 0
+    rows = channels * kh * kw
+    n_grains = (n1 - n0 + grain - 1) // grain
+    # one task per (grain, row): it writes that row of the grain's block, a contiguous run
+    for task in prange(n_grains * rows):
+        q = task // rows
+        row = task % rows
+        c = row // (kh * kw)
+        i = (row // kw) % kh
+        j = row % kw
+        first = n0 + q * grain
+        block, row_len, _ = _grain_block(first, n0, n1, grain, rows, plane_len)
+        oy_lo, oy_hi = _valid_range(i, sh, ph, height, h_out)
+        ox_lo, ox_hi = _valid_range(j, sw, pw, width, w_out)
+        for m in range(row_len // max(plane_len, 1)):
+            src_plane = ((first + m) * channels + c) * height * width
+            for oy in range(h_out):
+                dst = block + row * row_len + m * plane_len + oy * w_out
+                if oy < oy_lo or oy >= oy_hi:  # the whole output row reads padding
+                    for ox in range(w_out):
+                        buf[dst + ox] = 0
+                    continue
+                src = src_plane + (oy * sh + i - ph) * width + j - pw
+                for ox in range(ox_lo):
+                    buf[dst + ox] = 0
+                if sw == 1:  # a plain copy, which the compiler vectorises
                     for ox in range(ox_lo, ox_hi):
-                        cols[row, base + ox] = x[n, c, iy, ox * sw + j - pw]
-                    for ox in range(ox_hi, w_out):
-                        cols[row, base + ox] = 0
+                        buf[dst + ox] = xf[src + ox]
+                else:
+                    for ox in range(ox_lo, ox_hi):
+                        buf[dst + ox] = xf[src + ox * sw]
+                for ox in range(ox_hi, w_out):
+                    buf[dst + ox] = 0
 
 
 @njit(parallel=True, cache=True)
-def _col2im_kernel(cols, kh, kw, sh, sw, ph, pw, h_out, w_out, grad_x):
-    n_batch, channels, height, width = grad_x.shape
+def _col2im_kernel(buf, n0, n1, grain, kh, kw, sh, sw, ph, pw, h_out, w_out, grad_x):
+    channels, height, width = grad_x.shape[1], grad_x.shape[2], grad_x.shape[3]
+    gf = grad_x.reshape(-1)  # C-contiguous: flat offsets
     plane_len = h_out * w_out
-    for plane in prange(n_batch * channels):  # one thread owns one (n, c) plane: no races
-        n = plane // channels
+    rows = channels * kh * kw
+    for plane in prange((n1 - n0) * channels):  # one thread owns one (n, c) plane: no races
+        n = n0 + plane // channels
         c = plane % channels
-        for iy in range(height):
-            for ix in range(width):
-                grad_x[n, c, iy, ix] = 0
+        block, row_len, col0 = _grain_block(n, n0, n1, grain, rows, plane_len)
+        base = (n * channels + c) * height * width
+        for k in range(height * width):
+            gf[base + k] = 0
         for i in range(kh):
             oy_lo, oy_hi = _valid_range(i, sh, ph, height, h_out)
             for j in range(kw):
                 ox_lo, ox_hi = _valid_range(j, sw, pw, width, w_out)
                 row = (c * kh + i) * kw + j
                 for oy in range(oy_lo, oy_hi):
-                    iy = oy * sh + i - ph
-                    base = n * plane_len + oy * w_out
-                    for ox in range(ox_lo, ox_hi):
-                        grad_x[n, c, iy, ox * sw + j - pw] += cols[row, base + ox]
+                    src = block + row * row_len + col0 + oy * w_out
+                    dst = base + (oy * sh + i - ph) * width + j - pw
+                    if sw == 1:
+                        for ox in range(ox_lo, ox_hi):
+                            gf[dst + ox] += buf[src + ox]
+                    else:
+                        for ox in range(ox_lo, ox_hi):
+                            gf[dst + ox * sw] += buf[src + ox]
 
 
 @njit(parallel=True, cache=True)
-def _cols_to_nchw_kernel(y, bias, out):
-    n_batch, n_out, plane_len = out.shape
-    for n in prange(n_batch):
-        for o in range(n_out):
-            b = bias[o]
-            src = n * plane_len
-            for k in range(plane_len):
-                out[n, o, k] = y[o, src + k] + b
+def _cols_to_nchw_kernel(buf, bias, n0, n1, grain, out):
+    n_out, plane_len = out.shape[1], out.shape[2]
+    for plane in prange((n1 - n0) * n_out):
+        n = n0 + plane // n_out
+        o = plane % n_out
+        block, row_len, col0 = _grain_block(n, n0, n1, grain, n_out, plane_len)
+        src = block + o * row_len + col0
+        b = bias[o]
+        for k in range(plane_len):
+            out[n, o, k] = buf[src + k] + b
 
 
 @njit(parallel=True, cache=True)
-def _nchw_to_cols_kernel(g, out):
-    n_batch, n_out, plane_len = g.shape
-    for o in prange(n_out):
-        for n in range(n_batch):
-            dst = n * plane_len
-            for k in range(plane_len):
-                out[o, dst + k] = g[n, o, k]
+def _nchw_to_cols_kernel(g, n0, n1, grain, buf):
+    n_out, plane_len = g.shape[1], g.shape[2]
+    for plane in prange((n1 - n0) * n_out):
+        n = n0 + plane // n_out
+        o = plane % n_out
+        block, row_len, col0 = _grain_block(n, n0, n1, grain, n_out, plane_len)
+        dst = block + o * row_len + col0
+        for k in range(plane_len):
+            buf[dst + k] = g[n, o, k]
 
 
 def im2col(x, kh, kw, sh, sw, ph, pw, out=None):
@@ -209,7 +248,8 @@ def im2col(x, kh, kw, sh, sw, ph, pw, out=None):
     h_out, w_out = conv_out_size(h, kh, sh, ph), conv_out_size(w, kw, sw, pw)
     if out is None:
         out = np.empty((c * kh * kw, n * h_out * w_out), dtype=x.dtype)
-    _im2col_kernel(x, kh, kw, sh, sw, ph, pw, h_out, w_out, out)
+    # the whole batch is one grain: the grain-blocked layout is then (C*kh*kw, N*L)
+    _im2col_kernel(np.ascontiguousarray(x), 0, n, max(n, 1), kh, kw, sh, sw, ph, pw, h_out, w_out, out.reshape(-1))
     return out
 
 
@@ -218,7 +258,8 @@ def col2im(cols, x_shape, kh, kw, sh, sw, ph, pw):
     n, c, h, w = x_shape
     h_out, w_out = conv_out_size(h, kh, sh, ph), conv_out_size(w, kw, sw, pw)
     grad_x = np.empty((n, c, h, w), dtype=cols.dtype)
-    _col2im_kernel(cols, kh, kw, sh, sw, ph, pw, h_out, w_out, grad_x)
+    _col2im_kernel(np.ascontiguousarray(cols).reshape(-1), 0, n, max(n, 1), kh, kw, sh, sw, ph, pw,
+                   h_out, w_out, grad_x)
     return grad_x
 
 
@@ -228,7 +269,7 @@ def cols_to_nchw(y, bias, n):
     out = np.empty((n, o, l), dtype=y.dtype)
     if bias is None:
         bias = np.zeros(o, dtype=y.dtype)
-    _cols_to_nchw_kernel(y, bias, out)
+    _cols_to_nchw_kernel(np.ascontiguousarray(y).reshape(-1), bias, 0, n, max(n, 1), out)
     return out
 
 
@@ -236,5 +277,40 @@ def nchw_to_cols(g):
     """C-contiguous (N, O, L) -> new (O, N*L)."""
     n, o, l = g.shape
     out = np.empty((o, n * l), dtype=g.dtype)
-    _nchw_to_cols_kernel(g, out)
+    _nchw_to_cols_kernel(g, 0, n, max(n, 1), out.reshape(-1))
     return out
+
+
+# ---------------------------------------------------------------------------
+# Grain-blocked chunks (the chunked convolution of npstn.functional.conv)
+# ---------------------------------------------------------------------------
+
+def grain_view(buf, q, rows, grain, plane_len, count):
+    """Block ``q`` of a grain-blocked buffer: a C-contiguous (rows, count*plane_len) view."""
+    start = q * rows * grain * plane_len
+    return buf[start:start + rows * count * plane_len].reshape(rows, count * plane_len)
+
+
+def im2col_chunk(x, n0, n1, grain, kh, kw, sh, sw, ph, pw, buf):
+    """im2col of images [n0, n1) of C-contiguous x into the 1-D ``buf``, grain-blocked:
+    block q (images n0 + q*grain ...) is the column matrix of those images alone,
+    (C*kh*kw, count*L), read back with :func:`grain_view`."""
+    h_out, w_out = conv_out_size(x.shape[2], kh, sh, ph), conv_out_size(x.shape[3], kw, sw, pw)
+    _im2col_kernel(x, n0, n1, grain, kh, kw, sh, sw, ph, pw, h_out, w_out, buf)
+
+
+def col2im_chunk(buf, n0, n1, grain, kh, kw, sh, sw, ph, pw, grad_x):
+    """Adjoint of :func:`im2col_chunk`: writes grad_x[n0:n1] (every element) from ``buf``."""
+    h_out = conv_out_size(grad_x.shape[2], kh, sh, ph)
+    w_out = conv_out_size(grad_x.shape[3], kw, sw, pw)
+    _col2im_kernel(buf, n0, n1, grain, kh, kw, sh, sw, ph, pw, h_out, w_out, grad_x)
+
+
+def cols_to_nchw_chunk(buf, bias, n0, n1, grain, out):
+    """out[n0:n1] = the grain-blocked (O, count*L) products in ``buf`` + bias[o]; out (N, O, L)."""
+    _cols_to_nchw_kernel(buf, bias, n0, n1, grain, out)
+
+
+def nchw_to_cols_chunk(g, n0, n1, grain, buf):
+    """g[n0:n1] (of a C-contiguous (N, O, L)) into ``buf``, grain-blocked (O, count*L) blocks."""
+    _nchw_to_cols_kernel(g, n0, n1, grain, buf)
