@@ -15,7 +15,8 @@ it, minus the bookkeeping (logging, checkpoints, evaluation)::
 with SGD (lr 0.01, momentum :data:`npstn.train.DEFAULT_MOMENTUM`), float32,
 batch 256 by default, for FCN, CNN, ST-FCN and ST-CNN (each ST model with
 every ``--transforms`` entry), built by :func:`npstn.models.build_model` as
-training builds them (parameter-matched widths, RTS: 42x42 inputs, the ST
+training builds them (``needs_input_grad = False``: no gradient for the
+images, as PyTorch computes none for an input without ``requires_grad``) (parameter-matched widths, RTS: 42x42 inputs, the ST
 followed by a 2x2 average pool). Data generation (drawing and distorting a
 batch, :meth:`npstn.data.DistortedMNIST.sample_batch`) is timed separately,
 on its own, and reported in its own column: the steps cycle through
@@ -419,6 +420,7 @@ def _run_backend(args, backend, configs, images, labels, momentum, torch, out) -
     for model_name, transform in configs:
         name = label(model_name, transform)
         model = build_model(model_name, transform or "affine", args.distortion, seed=args.seed)
+        model.needs_input_grad = False  # as training builds it (npstn.train.loop.build_run_model)
         spec = model.spec
         info[name] = {"model": model_name, "transform": transform, "label": name, "backend": backend,
                       "distortion": args.distortion, "input_size": spec.input_size,

@@ -263,12 +263,13 @@ def _conv2d_chunked(x, weight, bias, sh, sw, ph, pw, out_shape, chunk_size, work
     ws = ConvWorkspace() if workspace is None else workspace
     cols = ws.buffer("cols", rows * chunk * plane_len, dtype)
     ybuf = ws.buffer("y", o * chunk * plane_len, dtype)
+    xt = ws.buffer("x", chunk * (x.size // max(n, 1)), dtype)
     w2 = np.ascontiguousarray(weight.reshape(o, rows))
     b = np.zeros(o, dtype) if bias is None else np.ascontiguousarray(bias)
     y = np.empty((n, o, plane_len), dtype)
     for n0 in range(0, n, chunk):
         n1 = min(n, n0 + chunk)
-        _k.im2col_chunk(x, n0, n1, grain, kh, kw, sh, sw, ph, pw, cols)
+        _k.im2col_chunk(x, n0, n1, grain, kh, kw, sh, sw, ph, pw, cols, xt)
         for q, count in _grains(n0, n1, grain):
             np.matmul(w2, _k.grain_view(cols, q, rows, grain, plane_len, count),
                       out=_k.grain_view(ybuf, q, o, grain, plane_len, count))
@@ -286,6 +287,7 @@ def _conv2d_backward_chunked(grad_output, x, weight, bias, sh, sw, ph, pw, out_s
     ws = ConvWorkspace() if workspace is None else workspace
     cols = ws.buffer("cols", rows * chunk * plane_len, dtype)
     gbuf = ws.buffer("y", o * chunk * plane_len, dtype)
+    xt = ws.buffer("x", chunk * (x.size // max(n, 1)), dtype)
     part = ws.buffer("grad_weight", o * rows, dtype)[:o * rows].reshape(o, rows)
     w2 = np.ascontiguousarray(weight.reshape(o, rows))
     g3 = np.ascontiguousarray(grad_output).reshape(n, o, plane_len)
@@ -293,7 +295,7 @@ def _conv2d_backward_chunked(grad_output, x, weight, bias, sh, sw, ph, pw, out_s
     grad_input = np.empty(x.shape, dtype) if needs_input_grad else None
     for n0 in range(0, n, chunk):
         n1 = min(n, n0 + chunk)
-        _k.im2col_chunk(x, n0, n1, grain, kh, kw, sh, sw, ph, pw, cols)
+        _k.im2col_chunk(x, n0, n1, grain, kh, kw, sh, sw, ph, pw, cols, xt)
         _k.nchw_to_cols_chunk(g3, n0, n1, grain, gbuf)
         for q, count in _grains(n0, n1, grain):
             cols_q = _k.grain_view(cols, q, rows, grain, plane_len, count)
@@ -303,7 +305,7 @@ def _conv2d_backward_chunked(grad_output, x, weight, bias, sh, sw, ph, pw, out_s
             if needs_input_grad:  # dL/dcols_q = W2^T G_q, over cols_q (no longer needed)
                 np.matmul(w2.T, g_q, out=cols_q)
         if needs_input_grad:
-            _k.col2im_chunk(cols, n0, n1, grain, kh, kw, sh, sw, ph, pw, grad_input)
+            _k.col2im_chunk(cols, n0, n1, grain, kh, kw, sh, sw, ph, pw, grad_input, xt)
     grad_weight = grad_w2.reshape(weight.shape)
     grad_bias = None if bias is None else g3.sum(axis=2).sum(axis=0)  # dL/db[o]: over n, oy, ox
     return grad_input, grad_weight, grad_bias

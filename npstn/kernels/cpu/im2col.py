@@ -134,108 +134,190 @@ def _valid_range(offset, stride, pad, size, out_size):
     return lo, hi
 
 
-@njit(cache=True, inline="always")
-def _grain_block(n, n0, n1, grain, rows, plane_len):
-    """Where image ``n`` of the chunk [n0, n1) sits in a grain-blocked buffer (see
-    ``GRAINS``): (offset of its grain's block, that block's row length, the
-    image's first column in the block)."""
-    q = (n - n0) // grain
-    first = n0 + q * grain
-    count = min(grain, n1 - first)  # images in this grain (the last one may be short)
-    return q * rows * grain * plane_len, count * plane_len, (n - first) * plane_len
-
-
 @njit(parallel=True, cache=True)
-def _im2col_kernel(x, n0, n1, grain, kh, kw, sh, sw, ph, pw, h_out, w_out, buf):
-    channels, height, width = x.shape[1], x.shape[2], x.shape[3]
-    xf = x.reshape(-1)  # C-contiguous: flat offsets
+def _im2col_kernel(x, kh, kw, sh, sw, ph, pw, h_out, w_out, cols):
+    n_batch, channels, height, width = x.shape
     plane_len = h_out * w_out
-    rows = channels * kh * kw
-    n_grains = (n1 - n0 + grain - 1) // grain
-    # one task per (grain, row): it writes that row of the grain's block, a contiguous run
-    for task in prange(n_grains * rows):
-        q = task // rows
-        row = task % rows
-        c = row // (kh * kw)
-        i = (row // kw) % kh
-        j = row % kw
-        first = n0 + q * grain
-        block, row_len, _ = _grain_block(first, n0, n1, grain, rows, plane_len)
-        oy_lo, oy_hi = _valid_range(i, sh, ph, height, h_out)
-        ox_lo, ox_hi = _valid_range(j, sw, pw, width, w_out)
-        for m in range(row_len // max(plane_len, 1)):
-            src_plane = ((first + m) * channels + c) * height * width
-            for oy in range(h_out):
-                dst = block + row * row_len + m * plane_len + oy * w_out
-                if oy < oy_lo or oy >= oy_hi:  # the whole output row reads padding
-                    for ox in range(w_out):
-                        buf[dst + ox] = 0
-                    continue
-                src = src_plane + (oy * sh + i - ph) * width + j - pw
-                for ox in range(ox_lo):
-                    buf[dst + ox] = 0
-                if sw == 1:  # a plain copy, which the compiler vectorises
-                    for ox in range(ox_lo, ox_hi):
-                        buf[dst + ox] = xf[src + ox]
-                else:
-                    for ox in range(ox_lo, ox_hi):
-                        buf[dst + ox] = xf[src + ox * sw]
-                for ox in range(ox_hi, w_out):
-                    buf[dst + ox] = 0
-
-
-@njit(parallel=True, cache=True)
-def _col2im_kernel(buf, n0, n1, grain, kh, kw, sh, sw, ph, pw, h_out, w_out, grad_x):
-    channels, height, width = grad_x.shape[1], grad_x.shape[2], grad_x.shape[3]
-    gf = grad_x.reshape(-1)  # C-contiguous: flat offsets
-    plane_len = h_out * w_out
-    rows = channels * kh * kw
-    for plane in prange((n1 - n0) * channels):  # one thread owns one (n, c) plane: no races
-        n = n0 + plane // channels
+    for plane in prange(n_batch * channels):
+        n = plane // channels
         c = plane % channels
-        block, row_len, col0 = _grain_block(n, n0, n1, grain, rows, plane_len)
-        base = (n * channels + c) * height * width
-        for k in range(height * width):
-            gf[base + k] = 0
+        for i in range(kh):
+            oy_lo, oy_hi = _valid_range(i, sh, ph, height, h_out)
+            for j in range(kw):
+                ox_lo, ox_hi = _valid_range(j, sw, pw, width, w_out)
+                row = (c * kh + i) * kw + j
+                for oy in range(h_out):
+                    base = n * plane_len + oy * w_out
+                    if oy < oy_lo or oy >= oy_hi:  # the whole output row reads padding
+                        for ox in range(w_out):
+                            cols[row, base + ox] = 0
+                        continue
+                    iy = oy * sh + i - ph
+                    for ox in range(ox_lo):
+                        cols[row, base + ox] = 0
+                    for ox in range(ox_lo, ox_hi):
+                        cols[row, base + ox] = x[n, c, iy, ox * sw + j - pw]
+                    for ox in range(ox_hi, w_out):
+                        cols[row, base + ox] = 0
+
+
+@njit(parallel=True, cache=True)
+def _col2im_kernel(cols, kh, kw, sh, sw, ph, pw, h_out, w_out, grad_x):
+    n_batch, channels, height, width = grad_x.shape
+    plane_len = h_out * w_out
+    for plane in prange(n_batch * channels):  # one thread owns one (n, c) plane: no races
+        n = plane // channels
+        c = plane % channels
+        for iy in range(height):
+            for ix in range(width):
+                grad_x[n, c, iy, ix] = 0
         for i in range(kh):
             oy_lo, oy_hi = _valid_range(i, sh, ph, height, h_out)
             for j in range(kw):
                 ox_lo, ox_hi = _valid_range(j, sw, pw, width, w_out)
                 row = (c * kh + i) * kw + j
                 for oy in range(oy_lo, oy_hi):
-                    src = block + row * row_len + col0 + oy * w_out
-                    dst = base + (oy * sh + i - ph) * width + j - pw
-                    if sw == 1:
-                        for ox in range(ox_lo, ox_hi):
-                            gf[dst + ox] += buf[src + ox]
+                    iy = oy * sh + i - ph
+                    base = n * plane_len + oy * w_out
+                    for ox in range(ox_lo, ox_hi):
+                        grad_x[n, c, iy, ox * sw + j - pw] += cols[row, base + ox]
+
+
+@njit(parallel=True, cache=True)
+def _cols_to_nchw_kernel(y, bias, out):
+    n_batch, n_out, plane_len = out.shape
+    for n in prange(n_batch):
+        for o in range(n_out):
+            b = bias[o]
+            src = n * plane_len
+            for k in range(plane_len):
+                out[n, o, k] = y[o, src + k] + b
+
+
+@njit(parallel=True, cache=True)
+def _nchw_to_cols_kernel(g, out):
+    n_batch, n_out, plane_len = g.shape
+    for o in prange(n_out):
+        for n in range(n_batch):
+            dst = n * plane_len
+            for k in range(plane_len):
+                out[o, dst + k] = g[n, o, k]
+
+
+# -- the chunked layout: grain blocks with the image index innermost --------------------
+
+@njit(cache=True, inline="always")
+def _grain_of(k, n0, n1, grain, size):
+    """Grain ``k`` of the chunk [n0, n1): (its first image, its image count, the offset
+    of its block in a grain-blocked buffer whose blocks hold ``size`` values per image)."""
+    first = n0 + k * grain
+    return first, min(grain, n1 - first), k * grain * size
+
+
+@njit(parallel=True, cache=True)
+def _im2col_chunk_kernel(x, n0, n1, grain, kh, kw, sh, sw, ph, pw, h_out, w_out, xt, buf):
+    channels, height, width = x.shape[1], x.shape[2], x.shape[3]
+    xf = x.reshape(-1)  # C-contiguous: flat offsets
+    plane_len, in_plane = h_out * w_out, height * width
+    rows = channels * kh * kw
+    n_grains = (n1 - n0 + grain - 1) // grain
+    # 1. each grain's images, image index innermost: xt block k = (C, H, W, count)
+    for task in prange(n_grains * channels):
+        k, c = task // channels, task % channels
+        first, count, xblock = _grain_of(k, n0, n1, grain, channels * in_plane)
+        dst = xblock + c * in_plane * count
+        for m in range(count):
+            src = ((first + m) * channels + c) * in_plane
+            for t in range(in_plane):
+                xt[dst + t * count + m] = xf[src + t]
+    # 2. one task per (grain, row (c, i, j)): that row of the block, from runs of xt
+    for task in prange(n_grains * rows):
+        k, row = task // rows, task % rows
+        c, i, j = row // (kh * kw), (row // kw) % kh, row % kw
+        first, count, block = _grain_of(k, n0, n1, grain, rows * plane_len)
+        xbase = k * grain * channels * in_plane + c * in_plane * count
+        oy_lo, oy_hi = _valid_range(i, sh, ph, height, h_out)
+        ox_lo, ox_hi = _valid_range(j, sw, pw, width, w_out)
+        for oy in range(h_out):
+            d = block + row * count * plane_len + oy * w_out * count  # column (oy, ox, m)
+            if oy < oy_lo or oy >= oy_hi:  # the whole output row reads padding
+                for t in range(w_out * count):
+                    buf[d + t] = 0
+                continue
+            for t in range(ox_lo * count):
+                buf[d + t] = 0
+            s = xbase + ((oy * sh + i - ph) * width + j - pw) * count  # xt at ix = ox*sw + j - pw
+            if sw == 1:  # one contiguous run
+                for t in range(ox_lo * count, ox_hi * count):
+                    buf[d + t] = xt[s + t]
+            else:
+                for ox in range(ox_lo, ox_hi):
+                    for m in range(count):
+                        buf[d + ox * count + m] = xt[s + ox * sw * count + m]
+            for t in range(ox_hi * count, w_out * count):
+                buf[d + t] = 0
+
+
+@njit(parallel=True, cache=True)
+def _col2im_chunk_kernel(buf, n0, n1, grain, kh, kw, sh, sw, ph, pw, h_out, w_out, gxt, grad_x):
+    channels, height, width = grad_x.shape[1], grad_x.shape[2], grad_x.shape[3]
+    gf = grad_x.reshape(-1)  # C-contiguous: flat offsets
+    plane_len, in_plane = h_out * w_out, height * width
+    rows = channels * kh * kw
+    n_grains = (n1 - n0 + grain - 1) // grain
+    # one task per (grain, channel): it owns the planes (n, c) of the grain's images: no races
+    for task in prange(n_grains * channels):
+        k, c = task // channels, task % channels
+        first, count, block = _grain_of(k, n0, n1, grain, rows * plane_len)
+        base = k * grain * channels * in_plane + c * in_plane * count  # gxt: (H, W, count)
+        for t in range(in_plane * count):
+            gxt[base + t] = 0
+        for i in range(kh):
+            oy_lo, oy_hi = _valid_range(i, sh, ph, height, h_out)
+            for j in range(kw):
+                ox_lo, ox_hi = _valid_range(j, sw, pw, width, w_out)
+                row = (c * kh + i) * kw + j
+                for oy in range(oy_lo, oy_hi):
+                    s = block + row * count * plane_len + oy * w_out * count
+                    d = base + ((oy * sh + i - ph) * width + j - pw) * count
+                    if sw == 1:  # one contiguous run
+                        for t in range(ox_lo * count, ox_hi * count):
+                            gxt[d + t] += buf[s + t]
                     else:
                         for ox in range(ox_lo, ox_hi):
-                            gf[dst + ox * sw] += buf[src + ox]
+                            for m in range(count):
+                                gxt[d + ox * sw * count + m] += buf[s + ox * count + m]
+        for m in range(count):  # back to NCHW
+            dst = ((first + m) * channels + c) * in_plane
+            for t in range(in_plane):
+                gf[dst + t] = gxt[base + t * count + m]
 
 
 @njit(parallel=True, cache=True)
-def _cols_to_nchw_kernel(buf, bias, n0, n1, grain, out):
+def _cols_to_nchw_chunk_kernel(buf, bias, n0, n1, grain, out):
     n_out, plane_len = out.shape[1], out.shape[2]
-    for plane in prange((n1 - n0) * n_out):
-        n = n0 + plane // n_out
-        o = plane % n_out
-        block, row_len, col0 = _grain_block(n, n0, n1, grain, n_out, plane_len)
-        src = block + o * row_len + col0
+    n_grains = (n1 - n0 + grain - 1) // grain
+    for task in prange(n_grains * n_out):
+        k, o = task // n_out, task % n_out
+        first, count, block = _grain_of(k, n0, n1, grain, n_out * plane_len)
+        src = block + o * count * plane_len
         b = bias[o]
-        for k in range(plane_len):
-            out[n, o, k] = buf[src + k] + b
+        for m in range(count):
+            for t in range(plane_len):
+                out[first + m, o, t] = buf[src + t * count + m] + b
 
 
 @njit(parallel=True, cache=True)
-def _nchw_to_cols_kernel(g, n0, n1, grain, buf):
+def _nchw_to_cols_chunk_kernel(g, n0, n1, grain, buf):
     n_out, plane_len = g.shape[1], g.shape[2]
-    for plane in prange((n1 - n0) * n_out):
-        n = n0 + plane // n_out
-        o = plane % n_out
-        block, row_len, col0 = _grain_block(n, n0, n1, grain, n_out, plane_len)
-        dst = block + o * row_len + col0
-        for k in range(plane_len):
-            buf[dst + k] = g[n, o, k]
+    n_grains = (n1 - n0 + grain - 1) // grain
+    for task in prange(n_grains * n_out):
+        k, o = task // n_out, task % n_out
+        first, count, block = _grain_of(k, n0, n1, grain, n_out * plane_len)
+        dst = block + o * count * plane_len
+        for m in range(count):
+            for t in range(plane_len):
+                buf[dst + t * count + m] = g[first + m, o, t]
 
 
 def im2col(x, kh, kw, sh, sw, ph, pw, out=None):
@@ -248,8 +330,7 @@ def im2col(x, kh, kw, sh, sw, ph, pw, out=None):
     h_out, w_out = conv_out_size(h, kh, sh, ph), conv_out_size(w, kw, sw, pw)
     if out is None:
         out = np.empty((c * kh * kw, n * h_out * w_out), dtype=x.dtype)
-    # the whole batch is one grain: the grain-blocked layout is then (C*kh*kw, N*L)
-    _im2col_kernel(np.ascontiguousarray(x), 0, n, max(n, 1), kh, kw, sh, sw, ph, pw, h_out, w_out, out.reshape(-1))
+    _im2col_kernel(x, kh, kw, sh, sw, ph, pw, h_out, w_out, out)
     return out
 
 
@@ -258,8 +339,7 @@ def col2im(cols, x_shape, kh, kw, sh, sw, ph, pw):
     n, c, h, w = x_shape
     h_out, w_out = conv_out_size(h, kh, sh, ph), conv_out_size(w, kw, sw, pw)
     grad_x = np.empty((n, c, h, w), dtype=cols.dtype)
-    _col2im_kernel(np.ascontiguousarray(cols).reshape(-1), 0, n, max(n, 1), kh, kw, sh, sw, ph, pw,
-                   h_out, w_out, grad_x)
+    _col2im_kernel(cols, kh, kw, sh, sw, ph, pw, h_out, w_out, grad_x)
     return grad_x
 
 
@@ -269,7 +349,7 @@ def cols_to_nchw(y, bias, n):
     out = np.empty((n, o, l), dtype=y.dtype)
     if bias is None:
         bias = np.zeros(o, dtype=y.dtype)
-    _cols_to_nchw_kernel(np.ascontiguousarray(y).reshape(-1), bias, 0, n, max(n, 1), out)
+    _cols_to_nchw_kernel(y, bias, out)
     return out
 
 
@@ -277,7 +357,7 @@ def nchw_to_cols(g):
     """C-contiguous (N, O, L) -> new (O, N*L)."""
     n, o, l = g.shape
     out = np.empty((o, n * l), dtype=g.dtype)
-    _nchw_to_cols_kernel(g, 0, n, max(n, 1), out.reshape(-1))
+    _nchw_to_cols_kernel(g, out)
     return out
 
 
@@ -286,31 +366,34 @@ def nchw_to_cols(g):
 # ---------------------------------------------------------------------------
 
 def grain_view(buf, q, rows, grain, plane_len, count):
-    """Block ``q`` of a grain-blocked buffer: a C-contiguous (rows, count*plane_len) view."""
+    """Block ``q`` of a grain-blocked buffer: a C-contiguous (rows, count*plane_len) view,
+    columns (oy, ox, m) for image m of the grain."""
     start = q * rows * grain * plane_len
     return buf[start:start + rows * count * plane_len].reshape(rows, count * plane_len)
 
 
-def im2col_chunk(x, n0, n1, grain, kh, kw, sh, sw, ph, pw, buf):
+def im2col_chunk(x, n0, n1, grain, kh, kw, sh, sw, ph, pw, buf, xt):
     """im2col of images [n0, n1) of C-contiguous x into the 1-D ``buf``, grain-blocked:
     block q (images n0 + q*grain ...) is the column matrix of those images alone,
-    (C*kh*kw, count*L), read back with :func:`grain_view`."""
+    (C*kh*kw, count*L), columns (oy, ox, m), read back with :func:`grain_view`.
+    ``xt``: scratch of at least (n1 - n0)*C*H*W values (rounded up to whole grains)."""
     h_out, w_out = conv_out_size(x.shape[2], kh, sh, ph), conv_out_size(x.shape[3], kw, sw, pw)
-    _im2col_kernel(x, n0, n1, grain, kh, kw, sh, sw, ph, pw, h_out, w_out, buf)
+    _im2col_chunk_kernel(x, n0, n1, grain, kh, kw, sh, sw, ph, pw, h_out, w_out, xt, buf)
 
 
-def col2im_chunk(buf, n0, n1, grain, kh, kw, sh, sw, ph, pw, grad_x):
-    """Adjoint of :func:`im2col_chunk`: writes grad_x[n0:n1] (every element) from ``buf``."""
+def col2im_chunk(buf, n0, n1, grain, kh, kw, sh, sw, ph, pw, grad_x, gxt):
+    """Adjoint of :func:`im2col_chunk`: writes grad_x[n0:n1] (every element) from ``buf``;
+    ``gxt`` scratch as ``xt`` there."""
     h_out = conv_out_size(grad_x.shape[2], kh, sh, ph)
     w_out = conv_out_size(grad_x.shape[3], kw, sw, pw)
-    _col2im_kernel(buf, n0, n1, grain, kh, kw, sh, sw, ph, pw, h_out, w_out, grad_x)
+    _col2im_chunk_kernel(buf, n0, n1, grain, kh, kw, sh, sw, ph, pw, h_out, w_out, gxt, grad_x)
 
 
 def cols_to_nchw_chunk(buf, bias, n0, n1, grain, out):
     """out[n0:n1] = the grain-blocked (O, count*L) products in ``buf`` + bias[o]; out (N, O, L)."""
-    _cols_to_nchw_kernel(buf, bias, n0, n1, grain, out)
+    _cols_to_nchw_chunk_kernel(buf, bias, n0, n1, grain, out)
 
 
 def nchw_to_cols_chunk(g, n0, n1, grain, buf):
     """g[n0:n1] (of a C-contiguous (N, O, L)) into ``buf``, grain-blocked (O, count*L) blocks."""
-    _nchw_to_cols_kernel(g, n0, n1, grain, buf)
+    _nchw_to_cols_chunk_kernel(g, n0, n1, grain, buf)
