@@ -36,7 +36,7 @@ at a time, through buffers that stay in the cache (and in a reusable
 
     batch  = chunks of ``chunk_size`` images   (im2col, col2im, layout moves: Numba, parallel)
     chunk  = grains of ``grain`` images        (one GEMM per grain and product)
-    grain  = conv2d_grain(H_out*W_out) images, about GRAIN_COLUMNS columns
+    grain  = conv2d_grain(C*kh*kw, H_out*W_out) images (GRAIN_COLUMNS, GRAIN_VALUES)
 
 For grain q (images n_q .. n_q + count - 1), cols_q is the column matrix of
 those images alone (C*kh*kw, count*L), G_q and Y_q likewise (O, count*L)::
@@ -73,18 +73,23 @@ from npstn.kernels.cpu import im2col as _k
 
 __all__ = ["conv2d", "conv2d_backward", "conv2d_output_shape", "conv2d_grain", "ConvWorkspace"]
 
-#: a reduction grain holds about this many output columns (images x H_out*W_out):
-#: enough for the GEMMs to run near the machine's rate
+#: a reduction grain holds at least this many output columns (images x H_out*W_out) ...
 GRAIN_COLUMNS = 1024
+#: ... and, for layers with few rows C*kh*kw, about this many column-matrix values:
+#: enough for the GEMMs to run near the machine's rate
+GRAIN_VALUES = 1 << 19
 #: default chunk: as many whole grains as keep its column matrix near this size
 #: (within the last-level cache), at least one grain
 CHUNK_BYTES = 8 << 20
 
 
-def conv2d_grain(plane_len: int) -> int:
-    """Images per reduction grain for output planes of ``plane_len`` = H_out*W_out pixels:
-    ceil(GRAIN_COLUMNS / plane_len), at least 1. Depends on the geometry only."""
-    return max(1, -(-GRAIN_COLUMNS // max(int(plane_len), 1)))
+def conv2d_grain(rows: int, plane_len: int) -> int:
+    """Images per reduction grain for a column matrix of ``rows`` = C*kh*kw rows and
+    output planes of ``plane_len`` = H_out*W_out pixels: max(ceil(GRAIN_COLUMNS /
+    plane_len), floor(GRAIN_VALUES / (rows * plane_len))), at least 1. It depends on
+    the layer's geometry only, never on the batch or the chunk size."""
+    plane_len, rows = max(int(plane_len), 1), max(int(rows), 1)
+    return max(1, -(-GRAIN_COLUMNS // plane_len), GRAIN_VALUES // (rows * plane_len))
 
 
 def _chunk_images(n, rows, plane_len, grain, itemsize, chunk_size):
@@ -249,7 +254,7 @@ def conv2d_backward(grad_output, input, weight, bias=None, stride=1, padding=0, 
 # -- cpu: the same equations, chunk by chunk ---------------------------------------------
 
 def _plan(n, rows, plane_len, dtype, chunk_size):
-    grain = conv2d_grain(plane_len)
+    grain = conv2d_grain(rows, plane_len)
     chunk = _chunk_images(n, rows, plane_len, grain, np.dtype(dtype).itemsize, chunk_size)
     return grain, chunk
 
