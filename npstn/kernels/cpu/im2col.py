@@ -39,6 +39,22 @@ Two implementations of each, which tests check against each other:
 of the products and the NCHW layout (N, O, L) of feature maps (L = H*W),
 adding the bias on the way in the forward direction.
 
+The chunked convolution of the cpu backend (:mod:`npstn.functional.conv`)
+uses the ``*_chunk`` kernels: images [n0, n1) of the batch, in *grains* of
+``grain`` images (the last may be short), one block per grain in a flat
+buffer, block q at offset q * rows * grain * L. Block q is the column matrix
+of its ``count`` images alone, with the image index innermost::
+
+    block_q[(c, i, j), (oy, ox, m)] = x[n_q + m, c, oy*sh + i - ph, ox*sw + j - pw]
+
+    block_q.shape == (C * kh * kw, L * count)      (grain_view(buf, q, ...))
+
+so that a run of output pixels (oy, ox_lo..ox_hi) of all the grain's
+images is one contiguous run of memory, copied from a transposed copy of
+the grain's input, (C, H, W, count) (``xt``), instead of count short runs;
+col2im_chunk adds back through the same transposed layout. The product
+blocks (O, L * count) have the same column order.
+
 Nothing here validates its arguments; :func:`npstn.functional.conv2d` does that.
 """
 from __future__ import annotations

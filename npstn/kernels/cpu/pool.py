@@ -75,28 +75,38 @@ def _better(v, best):
 def _max_plane(x, out, arg, kh, kw, sh, sw, ph, pw, relu):
     """x (H, W) -> out, arg (H_out, W_out): the window maxima and their flat
     indices ih * W + iw (see ``_better``); with ``relu``, out = relu(maximum), which
-    equals the maximum of relu(x) (relu is monotone)."""
+    equals the maximum of relu(x) (relu is monotone).
+
+    A window without NaN takes the fast path, plain ``>`` comparisons (the
+    first maximum in scan order still wins); only a window holding a NaN is
+    scanned again with ``_better``, whose NaN test in every comparison costs
+    several times more."""
     H, W = x.shape
     out_h, out_w = out.shape
     for oh in range(out_h):
         h0, h1, _, _ = _window(oh, sh, ph, kh, H)
         for ow in range(out_w):
             w0, w1, _, _ = _window(ow, sw, pw, kw, W)
-            best = x[h0, w0]
-            best_i = h0 * W + w0
+            i = h0 * W + w0
             if kh == 2 and kw == 2 and h1 - h0 == 2 and w1 - w0 == 2:
-                # the common 2x2 window, unrolled: selects instead of short loops
-                i = best_i
-                v = x[h0, w0 + 1]
-                t = _better(v, best)
-                best, best_i = (v, i + 1) if t else (best, best_i)
-                v = x[h0 + 1, w0]
-                t = _better(v, best)
-                best, best_i = (v, i + W) if t else (best, best_i)
-                v = x[h0 + 1, w0 + 1]
-                t = _better(v, best)
-                best, best_i = (v, i + W + 1) if t else (best, best_i)
+                # the common 2x2 window, unrolled, the two rows compared pairwise
+                a, b, c, d = x[h0, w0], x[h0, w0 + 1], x[h0 + 1, w0], x[h0 + 1, w0 + 1]
+                nan = (a != a) | (b != b) | (c != c) | (d != d)
+                top, top_i = (b, i + 1) if b > a else (a, i)
+                bottom, bottom_i = (d, i + W + 1) if d > c else (c, i + W)
+                best, best_i = (bottom, bottom_i) if bottom > top else (top, top_i)
             else:
+                best, best_i = x[h0, w0], i
+                nan = best != best
+                for ih in range(h0, h1):
+                    for iw in range(w0, w1):
+                        v = x[ih, iw]
+                        nan |= v != v
+                        if v > best:
+                            best = v
+                            best_i = ih * W + iw
+            if nan:  # NaN propagates: the last NaN in scan order wins
+                best, best_i = x[h0, w0], i
                 for ih in range(h0, h1):
                     for iw in range(w0, w1):
                         v = x[ih, iw]
