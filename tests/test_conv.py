@@ -330,8 +330,9 @@ def test_chunked_results_do_not_depend_on_the_chunk_size(monkeypatch, stride, pa
         g = np.random.default_rng(1).standard_normal(y_ref.shape).astype(dtype)
         grads_ref = F.conv2d_backward(g, x, w, b, stride, padding, backend="numpy")
         runs = []
-        for chunk_size in (None, 1, 2, 3, 5, 100):
-            ws = fconv.ConvWorkspace()
+        for chunk_size, keep in ((None, False), (1, False), (2, True), (3, False), (5, True),
+                                 (100, False), (100, True)):
+            ws = fconv.ConvWorkspace(keep_columns=keep)  # kept columns or recomputed: the same
             y = F.conv2d(x, w, b, stride, padding, backend="cpu", chunk_size=chunk_size, workspace=ws)
             grads = F.conv2d_backward(g, x, w, b, stride, padding, backend="cpu", chunk_size=chunk_size,
                                       workspace=ws)

@@ -110,10 +110,19 @@ class ConvWorkspace:
     ``buffer(name, size, dtype)`` returns a 1-D array of at least ``size``
     elements, allocated only when the last one was smaller or of another
     dtype; its contents are scratch.
+
+    ``keep_columns=True``: the forward writes every chunk's columns into one
+    buffer of the whole batch's (grain-blocked) instead of reusing one
+    chunk's, and the next backward for the *same* input array (``is``)
+    reads them instead of running im2col again, then overwrites them with
+    dL/dcols (once: a second backward recomputes). Memory for speed, as the
+    unchunked path's ``cols``; the values are the same either way.
     """
 
-    def __init__(self):
+    def __init__(self, keep_columns: bool = False):
         self._buffers = {}
+        self.keep_columns = bool(keep_columns)
+        self._kept = None  # (input, geometry) whose columns the "columns" buffer holds
 
     def buffer(self, name, size, dtype):
         buf = self._buffers.get(name)
@@ -266,7 +275,12 @@ def _conv2d_chunked(x, weight, bias, sh, sw, ph, pw, out_shape, chunk_size, work
     rows, plane_len, dtype = c * kh * kw, h_out * w_out, x.dtype
     grain, chunk = _plan(n, rows, plane_len, dtype, chunk_size)
     ws = ConvWorkspace() if workspace is None else workspace
-    cols = ws.buffer("cols", rows * chunk * plane_len, dtype)
+    key = (tuple(x.shape), weight.shape[1:], sh, sw, ph, pw, grain, dtype)
+    ws._kept = None
+    if ws.keep_columns:  # the whole batch's grain blocks, one after the other
+        cols = ws.buffer("columns", rows * (-(-n // grain) * grain) * plane_len, dtype)
+    else:
+        cols = ws.buffer("cols", rows * chunk * plane_len, dtype)
     ybuf = ws.buffer("y", o * chunk * plane_len, dtype)
     xt = ws.buffer("x", chunk * (x.size // max(n, 1)), dtype)
     w2 = np.ascontiguousarray(weight.reshape(o, rows))
@@ -274,11 +288,14 @@ def _conv2d_chunked(x, weight, bias, sh, sw, ph, pw, out_shape, chunk_size, work
     y = np.empty((n, o, plane_len), dtype)
     for n0 in range(0, n, chunk):
         n1 = min(n, n0 + chunk)
-        _k.im2col_chunk(x, n0, n1, grain, kh, kw, sh, sw, ph, pw, cols, xt)
+        cols_c = cols[n0 * rows * plane_len:] if ws.keep_columns else cols  # n0: whole grains
+        _k.im2col_chunk(x, n0, n1, grain, kh, kw, sh, sw, ph, pw, cols_c, xt)
         for q, count in _grains(n0, n1, grain):
-            np.matmul(w2, _k.grain_view(cols, q, rows, grain, plane_len, count),
+            np.matmul(w2, _k.grain_view(cols_c, q, rows, grain, plane_len, count),
                       out=_k.grain_view(ybuf, q, o, grain, plane_len, count))
         _k.cols_to_nchw_chunk(ybuf, b, n0, n1, grain, y)  # + bias, into NCHW
+    if ws.keep_columns:
+        ws._kept = (x, key)
     return y.reshape(out_shape)
 
 
@@ -290,7 +307,13 @@ def _conv2d_backward_chunked(grad_output, x, weight, bias, sh, sw, ph, pw, out_s
     rows, plane_len, dtype = c * kh * kw, h_out * w_out, x.dtype
     grain, chunk = _plan(n, rows, plane_len, dtype, chunk_size)
     ws = ConvWorkspace() if workspace is None else workspace
-    cols = ws.buffer("cols", rows * chunk * plane_len, dtype)
+    key = (tuple(x.shape), weight.shape[1:], sh, sw, ph, pw, grain, dtype)
+    kept = ws._kept is not None and ws._kept[0] is x and ws._kept[1] == key
+    ws._kept = None  # the columns are overwritten below (or were not this input's)
+    if kept:
+        cols = ws.buffer("columns", 0, dtype)
+    else:
+        cols = ws.buffer("cols", rows * chunk * plane_len, dtype)
     gbuf = ws.buffer("y", o * chunk * plane_len, dtype)
     xt = ws.buffer("x", chunk * (x.size // max(n, 1)), dtype)
     part = ws.buffer("grad_weight", o * rows, dtype)[:o * rows].reshape(o, rows)
@@ -300,17 +323,21 @@ def _conv2d_backward_chunked(grad_output, x, weight, bias, sh, sw, ph, pw, out_s
     grad_input = np.empty(x.shape, dtype) if needs_input_grad else None
     for n0 in range(0, n, chunk):
         n1 = min(n, n0 + chunk)
-        _k.im2col_chunk(x, n0, n1, grain, kh, kw, sh, sw, ph, pw, cols, xt)
+        if kept:  # the forward's columns of these images
+            cols_c = cols[n0 * rows * plane_len:]
+        else:
+            cols_c = cols
+            _k.im2col_chunk(x, n0, n1, grain, kh, kw, sh, sw, ph, pw, cols_c, xt)
         _k.nchw_to_cols_chunk(g3, n0, n1, grain, gbuf)
         for q, count in _grains(n0, n1, grain):
-            cols_q = _k.grain_view(cols, q, rows, grain, plane_len, count)
+            cols_q = _k.grain_view(cols_c, q, rows, grain, plane_len, count)
             g_q = _k.grain_view(gbuf, q, o, grain, plane_len, count)
             # dL/dW2 += G_q cols_q^T, one grain at a time, in order
             np.add(grad_w2, np.matmul(g_q, cols_q.T, out=part), out=grad_w2)
             if needs_input_grad:  # dL/dcols_q = W2^T G_q, over cols_q (no longer needed)
                 np.matmul(w2.T, g_q, out=cols_q)
         if needs_input_grad:
-            _k.col2im_chunk(cols, n0, n1, grain, kh, kw, sh, sw, ph, pw, grad_input, xt)
+            _k.col2im_chunk(cols_c, n0, n1, grain, kh, kw, sh, sw, ph, pw, grad_input, xt)
     grad_weight = grad_w2.reshape(weight.shape)
     grad_bias = None if bias is None else g3.sum(axis=2).sum(axis=0)  # dL/db[o]: over n, oy, ox
     return grad_input, grad_weight, grad_bias

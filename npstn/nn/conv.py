@@ -74,13 +74,15 @@ class Conv2d(Module):
     layer whose input needs no gradient, such as a network's first layer on
     data: its backward then skips a third of its work and returns None) and
     ``chunk_size`` (images per chunk of the cpu backend; None: the default,
-    see :mod:`npstn.functional.conv`; results do not depend on it).
+    see :mod:`npstn.functional.conv`; results do not depend on it) and
+    ``keep_columns`` (default True: the cpu backend keeps the forward's
+    columns for the backward, C*kh*kw x N*H_out*W_out values as the other
+    backends do; False recomputes them chunk by chunk, in a chunk's memory).
 
     On the cpu backend the layer runs the chunked products of
     :mod:`npstn.functional.conv`: it keeps its input and a
-    :class:`~npstn.functional.conv.ConvWorkspace` of chunk-sized buffers,
-    reused from step to step, and the backward recomputes each chunk's
-    columns. On the other backends the forward caches the column matrix
+    :class:`~npstn.functional.conv.ConvWorkspace` of buffers reused from
+    step to step. On the other backends the forward caches the column matrix
     (C*kh*kw x N*H_out*W_out values) for the backward, which reuses that
     memory for its own column-shaped gradient, and the buffer is kept for
     the next ``forward`` of the same shape. Either way ``backward`` may be
@@ -120,6 +122,9 @@ class Conv2d(Module):
         self.needs_input_grad = True
         #: images per chunk of the cpu backend's chunked products (None: the default size)
         self.chunk_size = None
+        #: cpu: keep the forward's column matrix (chunk by chunk) for the backward instead of
+        #: recomputing it (memory for speed; see npstn.functional.conv.ConvWorkspace)
+        self.keep_columns = True
         self._cache = None  # (input, cols or None) of the last forward
         self._workspace = None  # cpu: a ConvWorkspace; else the column-matrix buffer
 
@@ -157,7 +162,8 @@ class Conv2d(Module):
         if resolve_backend(backend, x) == "cpu":
             # chunked: no column matrix of the whole batch; the backward recomputes each chunk's
             if not isinstance(self._workspace, F.ConvWorkspace):
-                self._workspace = F.ConvWorkspace()
+                self._workspace = F.ConvWorkspace(keep_columns=self.keep_columns)
+            self._workspace.keep_columns = self.keep_columns
             y = F.conv2d(x, self.weight.data, _data(self.bias), self.stride, self.padding,
                          backend="cpu", chunk_size=self.chunk_size, workspace=self._workspace)
             self._cache = (x, None)
