@@ -74,7 +74,7 @@ from npstn.kernels.cpu import im2col as _k
 __all__ = ["conv2d", "conv2d_backward", "conv2d_output_shape", "conv2d_grain", "ConvWorkspace"]
 
 #: a reduction grain holds at least this many output columns (images x H_out*W_out) ...
-GRAIN_COLUMNS = 1024
+GRAIN_COLUMNS = 4096
 #: ... and, for layers with few rows C*kh*kw, about this many column-matrix values:
 #: enough for the GEMMs to run near the machine's rate
 GRAIN_VALUES = 1 << 19
