@@ -31,8 +31,8 @@ Chunks (the "cpu" backend). The column matrix of a whole batch is large
 (the Table 1 CNN's second layer: 3136 x 30976 floats, 390 MB at batch 256),
 and writing it out and reading it back costs as much as a good part of the
 products. So the cpu backend runs the equations above one *chunk* of images
-at a time, through buffers that stay in the cache (and in a reusable
-``workspace``), in three nested levels::
+at a time, through buffers reused from call to call (a ``workspace``), in
+three nested levels::
 
     batch  = chunks of ``chunk_size`` images   (im2col, col2im, layout moves: Numba, parallel)
     chunk  = grains of ``grain`` images        (one GEMM per grain and product)
@@ -47,9 +47,13 @@ those images alone (C*kh*kw, count*L), G_q and Y_q likewise (O, count*L)::
 The grain depends only on the layer's geometry, never on ``chunk_size``
 (chunks are whole numbers of grains), so the sums of dL/dW2 are formed in
 the same order whatever the chunk size: results are bit-for-bit independent
-of it (tests check float64). The backward recomputes each chunk's columns
-instead of keeping the whole batch's from the forward. dL/db is the sum of
-grad_output over n, oy, ox, formed from grad_output itself.
+of it (tests check float64). The backward either recomputes each chunk's
+columns, in one chunk's memory (the default of the functions), or, with
+``ConvWorkspace(keep_columns=True)`` (the Conv2d layer's default), reads the
+columns the forward wrote for the same input into a whole-batch buffer:
+one im2col per step instead of two, for the memory the unchunked path takes
+anyway. Either gives the same values. dL/db is the sum of grad_output over
+n, oy, ox, formed from grad_output itself.
 
 ``needs_input_grad=False`` (the first layer of a network, whose input is
 data) skips dL/dcols and col2im, a third of that layer's backward, and
@@ -79,7 +83,7 @@ GRAIN_COLUMNS = 4096
 #: enough for the GEMMs to run near the machine's rate
 GRAIN_VALUES = 1 << 19
 #: default chunk: as many whole grains as keep its column matrix near this size
-#: (within the last-level cache), at least one grain
+#: (a few chunks fit the last-level cache), at least one grain
 CHUNK_BYTES = 8 << 20
 
 
