@@ -350,6 +350,32 @@ class PaperModel(Module):
     def _stages(self) -> list[Module]:
         return [m for m in (self.transformer, self.downsample, self.classifier) if m is not None]
 
+    @property
+    def needs_input_grad(self) -> bool:
+        """Whether ``backward`` must return dL/dinput (default True).
+
+        Set it False when the input is data that needs no gradient (training
+        does): a model whose first layer is a convolution (the CNN) then
+        skips that layer's input gradient, a third of its backward, and
+        ``backward`` returns None, as torch leaves ``x.grad`` None. Other
+        models compute and return it as before.
+        """
+        first = self._first_conv()
+        return True if first is None else first.needs_input_grad
+
+    @needs_input_grad.setter
+    def needs_input_grad(self, value: bool) -> None:
+        first = self._first_conv()
+        if first is not None:
+            first.needs_input_grad = bool(value)
+
+    def _first_conv(self):
+        """The Conv2d that sees the model's input first-hand, or None."""
+        first = self._stages()[0]
+        if isinstance(first, Sequential) and len(first) and isinstance(first[0], nn.Conv2d):
+            return first[0]
+        return None
+
     def forward(self, x: np.ndarray) -> np.ndarray:
         for m in self._stages():
             x = m(x)

@@ -115,6 +115,14 @@ def max_pool2d_cases(draw, dtype, small):
 
 
 @st.composite
+def relu_max_pool2d_cases(draw, dtype, small):
+    cfg = draw(_pool_configs(small))
+    x = draw(sn.untied_arrays(cfg.shape, dtype=np.float64))  # one argmax per window
+    x = np.where(x >= 0, x + 0.1, x - 0.1)  # and away from relu's kink at 0 (monotone: still untied)
+    return Case((x.astype(dtype),), cfg.kwargs())
+
+
+@st.composite
 def avg_pool2d_cases(draw, dtype, small):
     cfg = draw(_pool_configs(small))
     extra = draw(st.sampled_from([{}, dict(count_include_pad=False), dict(divisor_override=3)]))
@@ -211,6 +219,8 @@ OPS = [
     OpInfo("conv2d", F.conv2d, F.conv2d_backward, conv2d_cases, "conv2d_backward"),
     OpInfo("max_pool2d", F.max_pool2d, _tuple(F.max_pool2d_backward), max_pool2d_cases,
            "max_pool2d_backward"),
+    OpInfo("relu_max_pool2d", F.relu_max_pool2d, _tuple(F.relu_max_pool2d_backward),
+           relu_max_pool2d_cases, "relu_max_pool2d_backward"),
     OpInfo("avg_pool2d", F.avg_pool2d, _tuple(F.avg_pool2d_backward), avg_pool2d_cases,
            "avg_pool2d_backward"),
     OpInfo("relu", F.relu, _tuple(F.relu_backward), relu_cases, "relu_backward"),

@@ -303,3 +303,86 @@ def test_backward_errors():
     conv.backward(np.zeros(y.shape))
     with pytest.raises(RuntimeError, match="call forward again"):
         conv.backward(np.zeros(y.shape))
+
+
+# ---------------------------------------------------------------------------
+# the cpu backend's chunked products
+# ---------------------------------------------------------------------------
+
+def _conv_case(dtype, n=7, c=3, h=9, o=4, k=3, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, c, h, h)).astype(dtype)
+    w = rng.standard_normal((o, c, k, k)).astype(dtype)
+    b = rng.standard_normal(o).astype(dtype)
+    return x, w, b
+
+
+@pytest.mark.parametrize("stride, padding", [(1, 0), (2, 1)])
+def test_chunked_results_do_not_depend_on_the_chunk_size(monkeypatch, stride, padding):
+    import npstn.functional as F
+    import npstn.functional.conv as fconv
+
+    monkeypatch.setattr(fconv, "GRAIN_COLUMNS", 20)  # grains of a few images: many grains, chunks
+    monkeypatch.setattr(fconv, "GRAIN_VALUES", 1)
+    for dtype in (np.float64, np.float32):
+        x, w, b = _conv_case(dtype)
+        y_ref = F.conv2d(x, w, b, stride, padding, backend="numpy")
+        g = np.random.default_rng(1).standard_normal(y_ref.shape).astype(dtype)
+        grads_ref = F.conv2d_backward(g, x, w, b, stride, padding, backend="numpy")
+        runs = []
+        for chunk_size, keep in ((None, False), (1, False), (2, True), (3, False), (5, True),
+                                 (100, False), (100, True)):
+            ws = fconv.ConvWorkspace(keep_columns=keep)  # kept columns or recomputed: the same
+            y = F.conv2d(x, w, b, stride, padding, backend="cpu", chunk_size=chunk_size, workspace=ws)
+            grads = F.conv2d_backward(g, x, w, b, stride, padding, backend="cpu", chunk_size=chunk_size,
+                                      workspace=ws)
+            runs.append((y, *grads))
+        for other in runs[1:]:
+            for a, ref in zip(other, runs[0]):
+                if dtype == np.float64:  # bit for bit: the grains, not the chunks, fix every sum
+                    np.testing.assert_array_equal(a, ref)
+                else:
+                    np.testing.assert_allclose(a, ref, rtol=1e-5, atol=1e-5)
+        tol = dict(rtol=1e-12, atol=1e-12) if dtype == np.float64 else dict(rtol=1e-4, atol=1e-4)
+        for a, ref in zip(runs[0], (y_ref, *grads_ref)):
+            np.testing.assert_allclose(a, ref, **tol)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_no_input_grad_keeps_weight_and_bias_gradients(backend):
+    import npstn.functional as F
+
+    x, w, b = _conv_case(np.float64, n=3)
+    g = np.random.default_rng(2).standard_normal(F.conv2d(x, w, b, backend=backend).shape)
+    full = F.conv2d_backward(g, x, w, b, backend=backend)
+    gx, gw, gb = F.conv2d_backward(g, x, w, b, backend=backend, needs_input_grad=False)
+    assert gx is None
+    np.testing.assert_array_equal(gw, full[1])
+    np.testing.assert_array_equal(gb, full[2])
+    # the layer: backward returns None, the parameters' gradients are those of the full backward
+    conv = Conv2d(3, 4, 3, rng=0, backend=backend).double()
+    ref = Conv2d(3, 4, 3, rng=0, backend=backend).double()
+    conv.needs_input_grad = False
+    conv(x)
+    ref(x)
+    assert conv.backward(g) is None and ref.backward(g) is not None
+    np.testing.assert_array_equal(conv.weight.grad, ref.weight.grad)
+    np.testing.assert_array_equal(conv.bias.grad, ref.bias.grad)
+
+
+def test_cnn_needs_input_grad_flag():
+    from npstn.models import build_model
+
+    model = build_model("cnn", "affine", None, input_size=24, width=4, seed=0).double()
+    x = np.random.default_rng(0).random((2, 1, 24, 24))
+    g = np.random.default_rng(1).standard_normal((2, 10))
+    model(x)
+    assert model.backward(g).shape == x.shape
+    grads = [p.grad.copy() for p in model.parameters()]
+    model.zero_grad()
+    model.needs_input_grad = False
+    assert not model.needs_input_grad and not model.classifier[0].needs_input_grad
+    model(x)
+    assert model.backward(g) is None
+    for p, ref in zip(model.parameters(), grads):
+        np.testing.assert_array_equal(p.grad, ref)

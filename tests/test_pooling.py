@@ -257,3 +257,22 @@ def test_mnist_sized_batch_matches_torch(cls):
     yt.backward(torch.tensor(g))
     np.testing.assert_allclose(y, yt.detach().numpy(), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(gx, xt.grad.numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_sequential_fuses_relu_max_pool_with_identical_results():
+    from npstn.nn import Conv2d, MaxPool2d, ReLU, Sequential
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((3, 2, 9, 9))
+    x[0, 0, 0, 0] = np.nan  # NaN propagates the same way
+    runs = []
+    for fuse in (True, False):
+        net = Sequential(Conv2d(2, 3, 2, rng=0), ReLU(), MaxPool2d(2, ceil_mode=True)).double()
+        net.fuse = fuse
+        y = net(x)
+        assert net[2]._relu == fuse
+        g = rng.standard_normal(y.shape) if not runs else runs[0][2]
+        gx = net.backward(g)
+        runs.append((y, gx, g, net[0].weight.grad))
+    for a, b in zip(runs[0], runs[1]):
+        np.testing.assert_array_equal(a, b)

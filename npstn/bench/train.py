@@ -5,6 +5,7 @@ Run it from any install, or from the repository root::
     npstn bench train                                    # FCN, CNN, ST-FCN, ST-CNN (affine, tps) on RTS
     python benchmarks/bench_train.py                     # the same, from a checkout
     npstn bench train --models fcn,st-fcn --repeats 10 --batch-size 64 --json -
+    npstn bench train --models cnn,st-cnn --transforms affine --profile   # + per-layer profile, GFLOP/s
 
 What is timed. One training step, exactly as :func:`npstn.train.train` takes
 it, minus the bookkeeping (logging, checkpoints, evaluation)::
@@ -15,7 +16,8 @@ it, minus the bookkeeping (logging, checkpoints, evaluation)::
 with SGD (lr 0.01, momentum :data:`npstn.train.DEFAULT_MOMENTUM`), float32,
 batch 256 by default, for FCN, CNN, ST-FCN and ST-CNN (each ST model with
 every ``--transforms`` entry), built by :func:`npstn.models.build_model` as
-training builds them (parameter-matched widths, RTS: 42x42 inputs, the ST
+training builds them (``needs_input_grad = False``: no gradient for the
+images, as PyTorch computes none for an input without ``requires_grad``) (parameter-matched widths, RTS: 42x42 inputs, the ST
 followed by a 2x2 average pool). Data generation (drawing and distorting a
 batch, :meth:`npstn.data.DistortedMNIST.sample_batch`) is timed separately,
 on its own, and reported in its own column: the steps cycle through
@@ -41,6 +43,12 @@ ST-CNN/CNN of median step times (for both libraries), the data time per
 batch, the projected wall time of the full schedule, ``--schedule-steps``
 (150k) x (median step + data time), and the ratio torch_ms / npstn_ms (> 1:
 npstn is faster).
+
+``--profile`` then profiles each model with convolutions on its own
+(:mod:`npstn.bench.layers`): the median time of every layer's forward and
+backward inside the training step, its share of the step, and the
+convolutions' GFLOP/s against this machine's sgemm rate (a 2048^3 float32
+product); the tables go to the output and the JSON (``profile``).
 
 Backends: ``cpu`` by default; ``numpy`` (the readable specification, for the
 npstn layers that have one) and ``cuda`` (every op runs its cuda kernels,
@@ -246,6 +254,10 @@ def parse_args(argv, prog=SCRIPT):
     p.add_argument("--threads", type=A.positive_int(1024), default=None,
                    help="threads for Numba, NumPy's BLAS and PyTorch (default: Numba's, all cores)")
     p.add_argument("--no-torch", action="store_true", help="do not measure PyTorch")
+    p.add_argument("--profile", action="store_true",
+                   help="after the timing, profile each model with convolutions per layer and pass "
+                        "(ms, share of the step, the convolutions' GFLOP/s against this machine's sgemm "
+                        "rate; npstn.bench.layers)")
     p.add_argument("--data", choices=["auto", "mnist", "synthetic"], default="auto",
                    help="training digits: MNIST if on this machine, else synthetic (auto, default); "
                         "MNIST, fetched if need be (mnist); made up (synthetic)")
@@ -415,10 +427,11 @@ def _run_backend(args, backend, configs, images, labels, momentum, torch, out) -
                     for x, y in batches]
 
     # ---- models, twins, the equivalence check ----------------------------------
-    funcs, info, st_times = {}, {}, {}
+    funcs, info, st_times, funcs_models = {}, {}, {}, {}
     for model_name, transform in configs:
         name = label(model_name, transform)
         model = build_model(model_name, transform or "affine", args.distortion, seed=args.seed)
+        model.needs_input_grad = False  # as training builds it (npstn.train.loop.build_run_model)
         spec = model.spec
         info[name] = {"model": model_name, "transform": transform, "label": name, "backend": backend,
                       "distortion": args.distortion, "input_size": spec.input_size,
@@ -435,6 +448,7 @@ def _run_backend(args, backend, configs, images, labels, momentum, torch, out) -
             funcs[(name, "torch")] = _torch_step(torch, tmodel, lr_mults, tbatches, momentum)
         st_times[name] = []
         funcs[(name, "npstn")] = _npstn_step(model, batches, momentum, st_times[name])
+        funcs_models[name] = model
         print(f"# {backend}: {name}: {info[name]['params']:,} parameters"
               + (f"; PyTorch twin agrees (logits {eq['logits_max_rel_err']:.1e}, "
                  f"gradients {eq['grad_max_rel_err']:.1e})" if use_torch else ""), file=out, flush=True)
@@ -478,7 +492,28 @@ def _run_backend(args, backend, configs, images, labels, momentum, torch, out) -
             r["torch_st_over_base"] = r["torch"]["median_ms"] / base["torch"]["median_ms"]
     for r in rows:
         print(format_row(r), file=out, flush=True)
+    if args.profile and backend != "cuda":
+        _profile(args, configs, funcs_models, batches, momentum, rows, out)
     return rows
+
+
+def _profile(args, configs, models, batches, momentum, rows, out) -> None:
+    """Per-layer profile of each model with convolutions (``--profile``), into its row too."""
+    from npstn.bench.layers import format_profile, profile_step, sgemm_rate
+
+    rate = sgemm_rate()
+    for (model_name, transform), row in zip(configs, rows):
+        if "cnn" not in model_name:
+            continue
+        x, y = batches[0]
+        prof = profile_step(models[row["label"]], x, y, repeats=max(3, min(args.repeats, 10)),
+                            momentum=momentum)
+        prof["sgemm_gflops"] = rate
+        row["profile"] = prof
+        print(file=out)
+        print(format_profile(prof, rate, f"{row['backend']}: {row['label']} ({row['distortion'].upper()}, "
+                                         f"{row['input_size']}x{row['input_size']}, batch {args.batch_size})"),
+              file=out, flush=True)
 
 
 # ----------------------------------------------------------------------------

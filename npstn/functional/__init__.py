@@ -19,6 +19,7 @@ docs/DESIGN.md "The functional contract")::
     avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False,
                count_include_pad=True, divisor_override=None) -> output
     relu(input) -> output
+    relu_max_pool2d(input, kernel_size, ...) -> output   (max_pool2d(relu(input)), fused)
     project(input) -> output                 (the sum over depth: (N, C, D, H, W) -> (N, C, H, W))
     cross_entropy(input, target, reduction="mean") -> loss
     colocalisation_loss(embeddings, random_embeddings, margin=1.0, reduction="mean") -> loss
@@ -37,8 +38,10 @@ One rule for every backward (docs/DESIGN.md "Backward: one rule")::
     tps_grid_backward(grad_grid, theta, size, ...) -> grad_theta
     linear_backward(grad_output, input, weight, bias=None) -> (grad_input, grad_weight, grad_bias)
     conv2d_backward(grad_output, input, weight, bias=None, stride=1, padding=0) -> (...)
+        (grad_input None with needs_input_grad=False)
     max_pool2d_backward(grad_output, input, kernel_size, ...) -> grad_input
     relu_backward(grad_output, input) -> grad_input
+    relu_max_pool2d_backward(grad_output, input, kernel_size, ...) -> grad_input
     project_backward(grad_output, input) -> grad_input
     cross_entropy_backward(grad_loss, input, target) -> grad_input
     colocalisation_loss_backward(grad_loss, embeddings, random_embeddings, margin=1.0, ...)
@@ -49,7 +52,7 @@ the grid generators, ``grad_output`` for ops that return an array; for
 ``cross_entropy_backward`` it is the upstream gradient of the loss (a scalar
 for "mean" and "sum"). Integer inputs (``cross_entropy``'s target) get no
 gradient. A backward may accept optional saved state from its forward for
-speed (``max_pool2d``'s ``indices``, ``conv2d``'s ``cols``,
+speed (``max_pool2d``'s ``indices``, ``conv2d``'s ``cols`` or ``workspace``,
 ``cross_entropy``'s ``log_p``); without it, it recomputes what it needs. The
 affine and thin-plate-spline grids are linear in theta, so their backward
 never reads theta: it may be left out, and the older forms

@@ -16,6 +16,18 @@ Max pooling (padding counts as -inf), forward and backward::
     y[n,c,oh,ow] = max over the window of x[n,c,ih,iw]
     dL/dx[n,c,ih,iw] = sum of dL/dy[n,c,oh,ow] over the windows whose argmax is (ih, iw)
 
+ReLU then max pooling, fused (``relu_max_pool2d``: what ``ReLU()`` followed by
+``MaxPool2d`` computes, in one pass over the input instead of three). relu is
+monotone, so the maximum of relu(x) is relu of the maximum of x, and the
+gradient reaches the argmax of x only where that maximum is positive::
+
+    y[n,c,oh,ow] = max(0, max over the window of x[n,c,ih,iw])
+    dL/dx[n,c,ih,iw] = sum of dL/dy[n,c,oh,ow] * [x[n,c,ih,iw] > 0]
+                       over the windows whose argmax is (ih, iw)
+
+The same values and gradients as ``max_pool2d(relu(x))`` and its chain of
+backwards, bit for bit (the backward adds the same terms in the same order).
+
 The argmax is the *first* maximum in row-major scan order of the window, as
 in torch (ties resolve the same way: a sub-gradient choice); a NaN in the
 window wins (the last NaN in scan order), so NaN propagates. ``indices``
@@ -44,10 +56,11 @@ import numpy as np
 from npstn._checks import check_float_array, pair, shape_str
 from npstn._device import device_args, is_device_array, results_for
 from npstn.functional._layer_common import dispatch, upstream_grad
+from npstn.functional.activation import relu, relu_backward
 from npstn.kernels.cpu import pool as _k
 
-__all__ = ["max_pool2d", "max_pool2d_backward", "avg_pool2d", "avg_pool2d_backward",
-           "pool_output_size", "pool_params"]
+__all__ = ["max_pool2d", "max_pool2d_backward", "relu_max_pool2d", "relu_max_pool2d_backward",
+           "avg_pool2d", "avg_pool2d_backward", "pool_output_size", "pool_params"]
 
 
 def pool_output_size(size: int, kernel: int, stride: int, padding: int, ceil_mode: bool) -> int:
@@ -256,6 +269,62 @@ def max_pool2d_backward(grad_output, input, kernel_size, stride=None, padding=0,
     if backend == "numpy":
         return _max_pool_backward_numpy(g, idx, H, W).reshape(input.shape)
     return _k.max_pool2d_backward(g, idx, H, W).reshape(input.shape)
+
+
+# -- relu_max_pool2d: relu then max pooling, fused ------------------------------------
+
+def relu_max_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False, *,
+                    return_indices=False, backend=None):
+    """``max_pool2d(relu(input), ...)`` in one pass: relu of each window's maximum.
+
+    Shapes and arguments as :func:`max_pool2d`; ``indices`` (with
+    ``return_indices``) are the argmax of ``input`` in each window, which
+    :func:`relu_max_pool2d_backward` accepts. Equations in the module docstring.
+    """
+    kh, kw, sh, sw, ph, pw, out_h, out_w = _geometry("relu_max_pool2d", input, kernel_size, stride,
+                                                     padding, ceil_mode)
+    backend = dispatch("relu_max_pool2d", backend, input)
+    if backend != "cpu":  # the specification: the two ops one after the other
+        out, idx = max_pool2d(input, kernel_size, stride, padding, ceil_mode, return_indices=True,
+                              backend=backend)
+        out = relu(out, backend=backend)
+    else:
+        H, W = tuple(input.shape)[-2:]
+        out_shape = (*tuple(input.shape)[:-2], out_h, out_w)
+        out, idx = _k.max_pool2d_forward(_planes(input, H, W), kh, kw, sh, sw, ph, pw, out_h, out_w,
+                                         relu=True)
+        out, idx = out.reshape(out_shape), idx.reshape(out_shape)
+    return (out, idx) if return_indices else out
+
+
+def relu_max_pool2d_backward(grad_output, input, kernel_size, stride=None, padding=0,
+                             ceil_mode=False, *, indices=None, backend=None):
+    """dL/dinput for ``relu_max_pool2d(input, kernel_size, stride, padding, ceil_mode)``.
+
+    grad_output (N, C, H_out, W_out) -> (N, C, H, W). ``indices``: the argmax
+    ``relu_max_pool2d(..., return_indices=True)`` returned (saved state); None
+    recomputes it. Equations in the module docstring.
+    """
+    kh, kw, sh, sw, ph, pw, out_h, out_w = _geometry("relu_max_pool2d_backward", input, kernel_size,
+                                                     stride, padding, ceil_mode)
+    H, W = tuple(input.shape)[-2:]
+    out_shape = (*tuple(input.shape)[:-2], out_h, out_w)
+    grad_output = upstream_grad("relu_max_pool2d_backward", grad_output, out_shape, input.dtype)
+    if indices is not None and tuple(indices.shape) != out_shape:
+        raise ValueError(f"relu_max_pool2d_backward: indices must have the output's shape "
+                         f"{shape_str(out_shape)}, got {shape_str(indices.shape)}")
+    backend = dispatch("relu_max_pool2d_backward", backend, grad_output, input, indices)
+    if backend != "cpu":  # the specification: the chain rule through the two ops
+        pooled, idx = max_pool2d(input, kernel_size, stride, padding, ceil_mode,
+                                 return_indices=True, backend=backend)
+        g = relu_backward(grad_output, pooled, backend=backend)
+        return max_pool2d_backward(g, input, kernel_size, stride, padding, ceil_mode,
+                                   indices=idx if indices is None else indices, backend=backend)
+    if indices is None:
+        _, indices = relu_max_pool2d(input, kernel_size, stride, padding, ceil_mode,
+                                     return_indices=True, backend=backend)
+    g, idx = _planes(grad_output, out_h, out_w), _planes(np.asarray(indices, np.int64), out_h, out_w)
+    return _k.max_pool2d_backward(g, idx, H, W, x=_planes(input, H, W)).reshape(input.shape)
 
 
 # -- avg_pool2d --------------------------------------------------------------------------

@@ -66,14 +66,27 @@ class Conv2d(Module):
     forward(x): x (N, in_channels, H, W) -> y (N, out_channels, H_out, W_out),
         H_out = floor((H + 2*ph - kh)/sh) + 1, W_out likewise; x's dtype
         must equal the weight's, and y has it.
-    backward(grad_out): grad_out like y -> grad_input like x; adds dL/dw and
-        dL/db to ``weight.grad`` and ``bias.grad``.
+    backward(grad_out): grad_out like y -> grad_input like x (None when
+        ``needs_input_grad`` is False); adds dL/dw and dL/db to ``weight.grad``
+        and ``bias.grad``.
 
-    The forward pass caches the column matrix (C*kh*kw x N*H_out*W_out
-    values) for the backward pass, which then reuses that memory for its own
-    column-shaped gradient; so ``backward`` may be called once per
-    ``forward`` (as in torch without ``retain_graph``), and the buffer is kept
-    for the next ``forward`` of the same shape.
+    Other attributes: ``needs_input_grad`` (default True; set it False on a
+    layer whose input needs no gradient, such as a network's first layer on
+    data: its backward then skips a third of its work and returns None) and
+    ``chunk_size`` (images per chunk of the cpu backend; None: the default,
+    see :mod:`npstn.functional.conv`; results do not depend on it) and
+    ``keep_columns`` (default True: the cpu backend keeps the forward's
+    columns for the backward, C*kh*kw x N*H_out*W_out values as the other
+    backends do; False recomputes them chunk by chunk, in a chunk's memory).
+
+    On the cpu backend the layer runs the chunked products of
+    :mod:`npstn.functional.conv`: it keeps its input and a
+    :class:`~npstn.functional.conv.ConvWorkspace` of buffers reused from
+    step to step. On the other backends the forward caches the column matrix
+    (C*kh*kw x N*H_out*W_out values) for the backward, which reuses that
+    memory for its own column-shaped gradient, and the buffer is kept for
+    the next ``forward`` of the same shape. Either way ``backward`` may be
+    called once per ``forward`` (as in torch without ``retain_graph``).
 
     Equations: see the module docstring of :mod:`npstn.nn.conv`.
     """
@@ -105,8 +118,15 @@ class Conv2d(Module):
         )
         self.bias = Parameter(uniform_fan_in((self.out_channels,), fan_in, rng)) if bias else None
 
-        self._cache = None  # (input, cols) of the last forward
-        self._workspace = None  # column-matrix buffer reused across calls
+        #: False: ``backward`` skips dL/dinput and returns None (a first layer, whose input is data)
+        self.needs_input_grad = True
+        #: images per chunk of the cpu backend's chunked products (None: the default size)
+        self.chunk_size = None
+        #: cpu: keep the forward's column matrix (chunk by chunk) for the backward instead of
+        #: recomputing it (memory for speed; see npstn.functional.conv.ConvWorkspace)
+        self.keep_columns = True
+        self._cache = None  # (input, cols or None) of the last forward
+        self._workspace = None  # cpu: a ConvWorkspace; else the column-matrix buffer
 
     # -- shapes ----------------------------------------------------------------
     def output_shape(self, input_shape) -> tuple[int, int, int, int]:
@@ -138,11 +158,21 @@ class Conv2d(Module):
     def forward(self, x):
         on_device = self._check_input(x)
         self.output_shape(tuple(x.shape))  # the layer's own message for a kernel that does not fit
+        backend = layer_backend(self.backend, x)
+        if resolve_backend(backend, x) == "cpu":
+            # chunked: no column matrix of the whole batch; the backward recomputes each chunk's
+            if not isinstance(self._workspace, F.ConvWorkspace):
+                self._workspace = F.ConvWorkspace(keep_columns=self.keep_columns)
+            self._workspace.keep_columns = self.keep_columns
+            y = F.conv2d(x, self.weight.data, _data(self.bias), self.stride, self.padding,
+                         backend="cpu", chunk_size=self.chunk_size, workspace=self._workspace)
+            self._cache = (x, None)
+            return y
         ws = self._workspace
-        if ws is not None and is_device_array(ws) != on_device:
+        if ws is not None and (isinstance(ws, F.ConvWorkspace) or is_device_array(ws) != on_device):
             ws = None
         y, cols = F.conv2d(x, self.weight.data, _data(self.bias), self.stride, self.padding,
-                           backend=layer_backend(self.backend, x), return_cols=True, cols_out=ws)
+                           backend=backend, return_cols=True, cols_out=ws)
         self._workspace = cols  # reused by the next forward of the same shape
         self._cache = (x, cols)
         return y
@@ -166,9 +196,13 @@ class Conv2d(Module):
                 )
             check_same_dtype("Conv2d: grad_out", grad_out, "Conv2d.weight", self.weight.data)
         self._cache = None
+        if cols is None:  # the forward ran the cpu backend's chunked products
+            how = dict(backend="cpu", chunk_size=self.chunk_size, workspace=self._workspace)
+        else:
+            how = dict(backend=layer_backend(self.backend, x), cols=cols)
         grad_in, grad_w, grad_b = F.conv2d_backward(
             grad_out, x, self.weight.data, _data(self.bias), self.stride, self.padding,
-            backend=layer_backend(self.backend, x), cols=cols)
+            needs_input_grad=self.needs_input_grad, **how)
         self.weight.accumulate_grad(grad_w)
         if self.bias is not None:
             self.bias.accumulate_grad(grad_b)

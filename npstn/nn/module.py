@@ -331,7 +331,16 @@ class Sequential(Module):
 
     ``Sequential(Linear(4, 8), ReLU(), Linear(8, 2))``; children are named
     ``"0"``, ``"1"``, ... as in torch.
+
+    A ``ReLU()`` directly followed by a ``MaxPool2d`` runs as one fused op,
+    :func:`npstn.functional.relu_max_pool2d` (``MaxPool2d.relu_forward``):
+    the same output and gradients, bit for bit, in one pass over the
+    feature map instead of three, and without the ReLU's full-size output
+    and gradient. ``fuse = False`` on the Sequential turns this off.
     """
+
+    #: run ReLU + MaxPool2d pairs fused (see the class docstring)
+    fuse = True
 
     def __init__(self, *modules: Module):
         super().__init__()
@@ -359,14 +368,37 @@ class Sequential(Module):
         return self
 
     def forward(self, x):
-        for m in self._modules.values():
-            x = m(x)
+        mods = list(self._modules.values())
+        fused, i = [], 0
+        while i < len(mods):
+            if self.fuse and i + 1 < len(mods) and _fusable(mods[i], mods[i + 1]):
+                mods[i]._x = None  # the ReLU itself did not run: its backward must not either
+                x = mods[i + 1].relu_forward(x)
+                fused.append(i + 1)
+                i += 2
+            else:
+                x = mods[i](x)
+                i += 1
+        object.__setattr__(self, "_fused", fused)
         return x
 
     def backward(self, grad_out):
-        for m in reversed(list(self._modules.values())):
-            grad_out = m.backward(grad_out)
+        mods = list(self._modules.values())
+        fused = set(getattr(self, "_fused", ()))
+        i = len(mods) - 1
+        while i >= 0:
+            grad_out = mods[i].backward(grad_out)  # a fused pool: dL/d(the ReLU's input)
+            i -= 2 if i in fused else 1
         return grad_out
+
+
+def _fusable(relu, pool) -> bool:
+    """A plain ReLU then a plain MaxPool2d, neither with a patched forward, on one backend."""
+    from npstn.nn.activation import ReLU
+    from npstn.nn.pooling import MaxPool2d
+
+    return (type(relu) is ReLU and type(pool) is MaxPool2d and "forward" not in vars(relu)
+            and "forward" not in vars(pool) and relu.backend == pool.backend)
 
 
 class Parallel(Module):

@@ -76,18 +76,30 @@ class MaxPool2d(_Pool2d):
     def __init__(self, kernel_size, stride=None, padding=0, ceil_mode=False, *, backend=None):
         super().__init__(kernel_size, stride, padding, ceil_mode, backend)
         self._indices = None  # the argmax of each window, saved for the backward
+        self._relu = False  # whether the last forward was relu_forward (the fused op)
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         check_float_array("MaxPool2d input", x)
         out, self._indices = F.max_pool2d(x, *self._args(), return_indices=True,
                                           backend=layer_backend(self.backend, x))
-        self._x, self._out_shape = x, tuple(out.shape)
+        self._x, self._out_shape, self._relu = x, tuple(out.shape), False
+        return out
+
+    def relu_forward(self, x: np.ndarray) -> np.ndarray:
+        """This pool applied to relu(x), fused (:func:`npstn.functional.relu_max_pool2d`);
+        the next ``backward`` then returns dL/dx through both. :class:`npstn.nn.Sequential`
+        calls it for a ``ReLU()`` directly followed by this layer."""
+        check_float_array("MaxPool2d input", x)
+        out, self._indices = F.relu_max_pool2d(x, *self._args(), return_indices=True,
+                                               backend=layer_backend(self.backend, x))
+        self._x, self._out_shape, self._relu = x, tuple(out.shape), True
         return out
 
     def backward(self, grad_out: np.ndarray) -> np.ndarray:
         g = self._grad(grad_out)
-        return F.max_pool2d_backward(g, self._x, *self._args(), indices=self._indices,
-                                     backend=layer_backend(self.backend, self._x))
+        backward = F.relu_max_pool2d_backward if self._relu else F.max_pool2d_backward
+        return backward(g, self._x, *self._args(), indices=self._indices,
+                        backend=layer_backend(self.backend, self._x))
 
 
 class AvgPool2d(_Pool2d):

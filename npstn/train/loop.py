@@ -56,8 +56,10 @@ def build_run_model(config: TrainConfig, seed: int | None = None):
              if config.task == "addition" else {})
     if config.task == "mnist3d":
         extra = {"task": "mnist3d", "budget": config.budget, "input_size": config.volume_size}
-    return build_model(config.model, config.transform, config.distortion, width=config.width,
-                       loc_lr_mult=config.loc_lr_mult, seed=seed, **extra)
+    model = build_model(config.model, config.transform, config.distortion, width=config.width,
+                        loc_lr_mult=config.loc_lr_mult, seed=seed, **extra)
+    model.needs_input_grad = False  # the images need no gradient (the CNN's first conv skips it)
+    return model
 
 
 

@@ -39,6 +39,22 @@ Two implementations of each, which tests check against each other:
 of the products and the NCHW layout (N, O, L) of feature maps (L = H*W),
 adding the bias on the way in the forward direction.
 
+The chunked convolution of the cpu backend (:mod:`npstn.functional.conv`)
+uses the ``*_chunk`` kernels: images [n0, n1) of the batch, in *grains* of
+``grain`` images (the last may be short), one block per grain in a flat
+buffer, block q at offset q * rows * grain * L. Block q is the column matrix
+of its ``count`` images alone, with the image index innermost::
+
+    block_q[(c, i, j), (oy, ox, m)] = x[n_q + m, c, oy*sh + i - ph, ox*sw + j - pw]
+
+    block_q.shape == (C * kh * kw, L * count)      (grain_view(buf, q, ...))
+
+so that a run of output pixels (oy, ox_lo..ox_hi) of all the grain's
+images is one contiguous run of memory, copied from a transposed copy of
+the grain's input, (C, H, W, count) (``xt``), instead of count short runs;
+col2im_chunk adds back through the same transposed layout. The product
+blocks (O, L * count) have the same column order.
+
 Nothing here validates its arguments; :func:`npstn.functional.conv2d` does that.
 """
 from __future__ import annotations
@@ -56,6 +72,11 @@ __all__ = [
     "col2im_numpy",
     "cols_to_nchw_numpy",
     "nchw_to_cols_numpy",
+    "grain_view",
+    "im2col_chunk",
+    "col2im_chunk",
+    "cols_to_nchw_chunk",
+    "nchw_to_cols_chunk",
 ]
 
 
@@ -199,6 +220,122 @@ def _nchw_to_cols_kernel(g, out):
                 out[o, dst + k] = g[n, o, k]
 
 
+# -- the chunked layout: grain blocks with the image index innermost --------------------
+
+@njit(cache=True, inline="always")
+def _grain_of(k, n0, n1, grain, size):
+    """Grain ``k`` of the chunk [n0, n1): (its first image, its image count, the offset
+    of its block in a grain-blocked buffer whose blocks hold ``size`` values per image)."""
+    first = n0 + k * grain
+    return first, min(grain, n1 - first), k * grain * size
+
+
+@njit(parallel=True, cache=True)
+def _im2col_chunk_kernel(x, n0, n1, grain, kh, kw, sh, sw, ph, pw, h_out, w_out, xt, buf):
+    channels, height, width = x.shape[1], x.shape[2], x.shape[3]
+    xf = x.reshape(-1)  # C-contiguous: flat offsets
+    plane_len, in_plane = h_out * w_out, height * width
+    rows = channels * kh * kw
+    n_grains = (n1 - n0 + grain - 1) // grain
+    # 1. each grain's images, image index innermost: xt block k = (C, H, W, count)
+    for task in prange(n_grains * channels):
+        k, c = task // channels, task % channels
+        first, count, xblock = _grain_of(k, n0, n1, grain, channels * in_plane)
+        dst = xblock + c * in_plane * count
+        for m in range(count):
+            src = ((first + m) * channels + c) * in_plane
+            for t in range(in_plane):
+                xt[dst + t * count + m] = xf[src + t]
+    # 2. one task per (grain, row (c, i, j)): that row of the block, from runs of xt
+    for task in prange(n_grains * rows):
+        k, row = task // rows, task % rows
+        c, i, j = row // (kh * kw), (row // kw) % kh, row % kw
+        first, count, block = _grain_of(k, n0, n1, grain, rows * plane_len)
+        xbase = k * grain * channels * in_plane + c * in_plane * count
+        oy_lo, oy_hi = _valid_range(i, sh, ph, height, h_out)
+        ox_lo, ox_hi = _valid_range(j, sw, pw, width, w_out)
+        for oy in range(h_out):
+            d = block + row * count * plane_len + oy * w_out * count  # column (oy, ox, m)
+            if oy < oy_lo or oy >= oy_hi:  # the whole output row reads padding
+                for t in range(w_out * count):
+                    buf[d + t] = 0
+                continue
+            for t in range(ox_lo * count):
+                buf[d + t] = 0
+            s = xbase + ((oy * sh + i - ph) * width + j - pw) * count  # xt at ix = ox*sw + j - pw
+            if sw == 1:  # one contiguous run
+                for t in range(ox_lo * count, ox_hi * count):
+                    buf[d + t] = xt[s + t]
+            else:
+                for ox in range(ox_lo, ox_hi):
+                    for m in range(count):
+                        buf[d + ox * count + m] = xt[s + ox * sw * count + m]
+            for t in range(ox_hi * count, w_out * count):
+                buf[d + t] = 0
+
+
+@njit(parallel=True, cache=True)
+def _col2im_chunk_kernel(buf, n0, n1, grain, kh, kw, sh, sw, ph, pw, h_out, w_out, gxt, grad_x):
+    channels, height, width = grad_x.shape[1], grad_x.shape[2], grad_x.shape[3]
+    gf = grad_x.reshape(-1)  # C-contiguous: flat offsets
+    plane_len, in_plane = h_out * w_out, height * width
+    rows = channels * kh * kw
+    n_grains = (n1 - n0 + grain - 1) // grain
+    # one task per (grain, channel): it owns the planes (n, c) of the grain's images: no races
+    for task in prange(n_grains * channels):
+        k, c = task // channels, task % channels
+        first, count, block = _grain_of(k, n0, n1, grain, rows * plane_len)
+        base = k * grain * channels * in_plane + c * in_plane * count  # gxt: (H, W, count)
+        for t in range(in_plane * count):
+            gxt[base + t] = 0
+        for i in range(kh):
+            oy_lo, oy_hi = _valid_range(i, sh, ph, height, h_out)
+            for j in range(kw):
+                ox_lo, ox_hi = _valid_range(j, sw, pw, width, w_out)
+                row = (c * kh + i) * kw + j
+                for oy in range(oy_lo, oy_hi):
+                    s = block + row * count * plane_len + oy * w_out * count
+                    d = base + ((oy * sh + i - ph) * width + j - pw) * count
+                    if sw == 1:  # one contiguous run
+                        for t in range(ox_lo * count, ox_hi * count):
+                            gxt[d + t] += buf[s + t]
+                    else:
+                        for ox in range(ox_lo, ox_hi):
+                            for m in range(count):
+                                gxt[d + ox * sw * count + m] += buf[s + ox * count + m]
+        for m in range(count):  # back to NCHW
+            dst = ((first + m) * channels + c) * in_plane
+            for t in range(in_plane):
+                gf[dst + t] = gxt[base + t * count + m]
+
+
+@njit(parallel=True, cache=True)
+def _cols_to_nchw_chunk_kernel(buf, bias, n0, n1, grain, out):
+    n_out, plane_len = out.shape[1], out.shape[2]
+    n_grains = (n1 - n0 + grain - 1) // grain
+    for task in prange(n_grains * n_out):
+        k, o = task // n_out, task % n_out
+        first, count, block = _grain_of(k, n0, n1, grain, n_out * plane_len)
+        src = block + o * count * plane_len
+        b = bias[o]
+        for m in range(count):
+            for t in range(plane_len):
+                out[first + m, o, t] = buf[src + t * count + m] + b
+
+
+@njit(parallel=True, cache=True)
+def _nchw_to_cols_chunk_kernel(g, n0, n1, grain, buf):
+    n_out, plane_len = g.shape[1], g.shape[2]
+    n_grains = (n1 - n0 + grain - 1) // grain
+    for task in prange(n_grains * n_out):
+        k, o = task // n_out, task % n_out
+        first, count, block = _grain_of(k, n0, n1, grain, n_out * plane_len)
+        dst = block + o * count * plane_len
+        for m in range(count):
+            for t in range(plane_len):
+                buf[dst + t * count + m] = g[first + m, o, t]
+
+
 def im2col(x, kh, kw, sh, sw, ph, pw, out=None):
     """Numba im2col: C-contiguous (N, C, H, W) -> cols (C*kh*kw, N*H_out*W_out).
 
@@ -238,3 +375,41 @@ def nchw_to_cols(g):
     out = np.empty((o, n * l), dtype=g.dtype)
     _nchw_to_cols_kernel(g, out)
     return out
+
+
+# ---------------------------------------------------------------------------
+# Grain-blocked chunks (the chunked convolution of npstn.functional.conv)
+# ---------------------------------------------------------------------------
+
+def grain_view(buf, q, rows, grain, plane_len, count):
+    """Block ``q`` of a grain-blocked buffer: a C-contiguous (rows, count*plane_len) view,
+    columns (oy, ox, m) for image m of the grain."""
+    start = q * rows * grain * plane_len
+    return buf[start:start + rows * count * plane_len].reshape(rows, count * plane_len)
+
+
+def im2col_chunk(x, n0, n1, grain, kh, kw, sh, sw, ph, pw, buf, xt):
+    """im2col of images [n0, n1) of C-contiguous x into the 1-D ``buf``, grain-blocked:
+    block q (images n0 + q*grain ...) is the column matrix of those images alone,
+    (C*kh*kw, count*L), columns (oy, ox, m), read back with :func:`grain_view`.
+    ``xt``: scratch of at least (n1 - n0)*C*H*W values (rounded up to whole grains)."""
+    h_out, w_out = conv_out_size(x.shape[2], kh, sh, ph), conv_out_size(x.shape[3], kw, sw, pw)
+    _im2col_chunk_kernel(x, n0, n1, grain, kh, kw, sh, sw, ph, pw, h_out, w_out, xt, buf)
+
+
+def col2im_chunk(buf, n0, n1, grain, kh, kw, sh, sw, ph, pw, grad_x, gxt):
+    """Adjoint of :func:`im2col_chunk`: writes grad_x[n0:n1] (every element) from ``buf``;
+    ``gxt`` scratch as ``xt`` there."""
+    h_out = conv_out_size(grad_x.shape[2], kh, sh, ph)
+    w_out = conv_out_size(grad_x.shape[3], kw, sw, pw)
+    _col2im_chunk_kernel(buf, n0, n1, grain, kh, kw, sh, sw, ph, pw, h_out, w_out, gxt, grad_x)
+
+
+def cols_to_nchw_chunk(buf, bias, n0, n1, grain, out):
+    """out[n0:n1] = the grain-blocked (O, count*L) products in ``buf`` + bias[o]; out (N, O, L)."""
+    _cols_to_nchw_chunk_kernel(buf, bias, n0, n1, grain, out)
+
+
+def nchw_to_cols_chunk(g, n0, n1, grain, buf):
+    """g[n0:n1] (of a C-contiguous (N, O, L)) into ``buf``, grain-blocked (O, count*L) blocks."""
+    _nchw_to_cols_chunk_kernel(g, n0, n1, grain, buf)

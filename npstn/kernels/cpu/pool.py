@@ -64,26 +64,58 @@ def _avg_divisor(h0, h1, w0, w1, hs, he, ws, we, count_include_pad, divisor):
 
 # -- per-plane arithmetic ------------------------------------------------------------
 
+@njit(cache=True, inline="always")
+def _better(v, best):
+    """Whether window element v replaces the running maximum: strictly greater (so the
+    first maximum in scan order wins, like torch), or NaN (so NaN propagates)."""
+    return (v > best) | (v != v)
+
+
 @njit(cache=True)
-def _max_plane(x, out, arg, kh, kw, sh, sw, ph, pw):
+def _max_plane(x, out, arg, kh, kw, sh, sw, ph, pw, relu):
     """x (H, W) -> out, arg (H_out, W_out): the window maxima and their flat
-    indices ih * W + iw. The first maximum in row-major scan order wins
-    (strictly greater replaces), like torch; a NaN wins too, so NaN propagates."""
+    indices ih * W + iw (see ``_better``); with ``relu``, out = relu(maximum), which
+    equals the maximum of relu(x) (relu is monotone).
+
+    A window without NaN takes the fast path, plain ``>`` comparisons (the
+    first maximum in scan order still wins); only a window holding a NaN is
+    scanned again with ``_better``, whose NaN test in every comparison costs
+    several times more."""
     H, W = x.shape
     out_h, out_w = out.shape
     for oh in range(out_h):
         h0, h1, _, _ = _window(oh, sh, ph, kh, H)
         for ow in range(out_w):
             w0, w1, _, _ = _window(ow, sw, pw, kw, W)
-            best = -np.inf
-            best_i = h0 * W + w0
-            for ih in range(h0, h1):
-                for iw in range(w0, w1):
-                    v = x[ih, iw]
-                    if v > best or np.isnan(v):
-                        best = v
-                        best_i = ih * W + iw
+            i = h0 * W + w0
+            if kh == 2 and kw == 2 and h1 - h0 == 2 and w1 - w0 == 2:
+                # the common 2x2 window, unrolled, the two rows compared pairwise
+                a, b, c, d = x[h0, w0], x[h0, w0 + 1], x[h0 + 1, w0], x[h0 + 1, w0 + 1]
+                nan = (a != a) | (b != b) | (c != c) | (d != d)
+                top, top_i = (b, i + 1) if b > a else (a, i)
+                bottom, bottom_i = (d, i + W + 1) if d > c else (c, i + W)
+                best, best_i = (bottom, bottom_i) if bottom > top else (top, top_i)
+            else:
+                best, best_i = x[h0, w0], i
+                nan = best != best
+                for ih in range(h0, h1):
+                    for iw in range(w0, w1):
+                        v = x[ih, iw]
+                        nan |= v != v
+                        if v > best:
+                            best = v
+                            best_i = ih * W + iw
+            if nan:  # NaN propagates: the last NaN in scan order wins
+                best, best_i = x[h0, w0], i
+                for ih in range(h0, h1):
+                    for iw in range(w0, w1):
+                        v = x[ih, iw]
+                        if _better(v, best):
+                            best = v
+                            best_i = ih * W + iw
             out[oh, ow] = best
+            if relu and not ((best >= 0) | (best != best)):  # relu as np.maximum(v, 0): NaN stays
+                out[oh, ow] = 0
             arg[oh, ow] = best_i
 
 
@@ -95,6 +127,18 @@ def _max_plane_backward(g, arg, grad_in):
     for oh in range(out_h):
         for ow in range(out_w):
             grad_in[arg[oh, ow]] += g[oh, ow]
+
+
+@njit(cache=True)
+def _relu_max_plane_backward(g, arg, x, grad_in):
+    """The same for out = relu(maximum): only where the maximum x[arg] > 0 (relu's
+    derivative, 0 at 0 and at NaN). x and grad_in flattened to (H * W,)."""
+    out_h, out_w = g.shape
+    for oh in range(out_h):
+        for ow in range(out_w):
+            k = arg[oh, ow]
+            if x[k] > 0:
+                grad_in[k] += g[oh, ow]
 
 
 @njit(cache=True)
@@ -140,15 +184,15 @@ def _avg_plane_backward(g, grad_in, kh, kw, sh, sw, ph, pw, count_include_pad, d
 # -- drivers: one per-plane function over all P planes, in parallel or serially ----
 
 @njit(parallel=True, cache=True)
-def _max_forward_parallel(x, out, arg, kh, kw, sh, sw, ph, pw):
+def _max_forward_parallel(x, out, arg, kh, kw, sh, sw, ph, pw, relu):
     for p in prange(x.shape[0]):
-        _max_plane(x[p], out[p], arg[p], kh, kw, sh, sw, ph, pw)
+        _max_plane(x[p], out[p], arg[p], kh, kw, sh, sw, ph, pw, relu)
 
 
 @njit(cache=True)
-def _max_forward_serial(x, out, arg, kh, kw, sh, sw, ph, pw):
+def _max_forward_serial(x, out, arg, kh, kw, sh, sw, ph, pw, relu):
     for p in range(x.shape[0]):
-        _max_plane(x[p], out[p], arg[p], kh, kw, sh, sw, ph, pw)
+        _max_plane(x[p], out[p], arg[p], kh, kw, sh, sw, ph, pw, relu)
 
 
 @njit(parallel=True, cache=True)
@@ -161,6 +205,18 @@ def _max_backward_parallel(g, arg, grad_in):
 def _max_backward_serial(g, arg, grad_in):
     for p in range(g.shape[0]):
         _max_plane_backward(g[p], arg[p], grad_in[p])
+
+
+@njit(parallel=True, cache=True)
+def _relu_max_backward_parallel(g, arg, x, grad_in):
+    for p in prange(g.shape[0]):
+        _relu_max_plane_backward(g[p], arg[p], x[p], grad_in[p])
+
+
+@njit(cache=True)
+def _relu_max_backward_serial(g, arg, x, grad_in):
+    for p in range(g.shape[0]):
+        _relu_max_plane_backward(g[p], arg[p], x[p], grad_in[p])
 
 
 @njit(parallel=True, cache=True)
@@ -193,27 +249,33 @@ def _parallel(n_elements: int, parallel) -> bool:
     return n_elements >= PARALLEL_MIN_SIZE if parallel is None else bool(parallel)
 
 
-def max_pool2d_forward(x, kh, kw, sh, sw, ph, pw, out_h, out_w, parallel=None):
+def max_pool2d_forward(x, kh, kw, sh, sw, ph, pw, out_h, out_w, parallel=None, relu=False):
     """x (P, H, W) C-contiguous -> (out (P, out_h, out_w), argmax (P, out_h, out_w) int64).
 
     ``argmax`` holds flat indices ih * W + iw into each plane. ``parallel``:
-    None picks by size, True/False forces the driver.
+    None picks by size, True/False forces the driver. ``relu``: out is
+    relu(maximum) = maximum of relu(x) (the fused relu + max pool).
     """
     P = x.shape[0]
     out = np.empty((P, out_h, out_w), dtype=x.dtype)
     arg = np.empty((P, out_h, out_w), dtype=np.int64)
     run = _max_forward_parallel if _parallel(x.size, parallel) else _max_forward_serial
-    run(x, out, arg, kh, kw, sh, sw, ph, pw)
+    run(x, out, arg, kh, kw, sh, sw, ph, pw, bool(relu))
     return out, arg
 
 
-def max_pool2d_backward(grad_out, arg, H, W, parallel=None):
+def max_pool2d_backward(grad_out, arg, H, W, parallel=None, x=None):
     """grad_out, arg (P, out_h, out_w) -> grad_in (P, H, W): each output's
-    gradient added at its argmax."""
+    gradient added at its argmax. With the input ``x`` (P, H, W) given: the
+    backward of the fused relu + max pool, which adds it only where x[argmax] > 0."""
     P = grad_out.shape[0]
     grad_in = np.zeros((P, H * W), dtype=grad_out.dtype)
-    run = _max_backward_parallel if _parallel(grad_in.size, parallel) else _max_backward_serial
-    run(grad_out, arg, grad_in)
+    par = _parallel(grad_in.size, parallel)
+    if x is None:
+        (_max_backward_parallel if par else _max_backward_serial)(grad_out, arg, grad_in)
+    else:
+        run = _relu_max_backward_parallel if par else _relu_max_backward_serial
+        run(grad_out, arg, np.ascontiguousarray(x).reshape(P, H * W), grad_in)
     return grad_in.reshape(P, H, W)
 
 
