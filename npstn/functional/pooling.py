@@ -237,6 +237,22 @@ def max_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False, *,
     return (out, idx) if return_indices else out
 
 
+def _max_backward_args(name, grad_output, input, kernel_size, stride, padding, ceil_mode, indices):
+    """The checked arguments of a max-pool backward: (geometry, H, W, grad_output).
+
+    ``indices`` (saved state), when given, must have the output's shape.
+    """
+    geo = _geometry(name, input, kernel_size, stride, padding, ceil_mode)
+    out_h, out_w = geo[-2:]
+    H, W = tuple(input.shape)[-2:]
+    out_shape = (*tuple(input.shape)[:-2], out_h, out_w)
+    grad_output = upstream_grad(name, grad_output, out_shape, input.dtype)
+    if indices is not None and tuple(indices.shape) != out_shape:
+        raise ValueError(f"{name}: indices must have the output's shape "
+                         f"{shape_str(out_shape)}, got {shape_str(indices.shape)}")
+    return geo, H, W, grad_output
+
+
 def max_pool2d_backward(grad_output, input, kernel_size, stride=None, padding=0, ceil_mode=False,
                         *, indices=None, backend=None):
     """dL/dinput for ``max_pool2d(input, kernel_size, stride, padding, ceil_mode)``.
@@ -245,14 +261,8 @@ def max_pool2d_backward(grad_output, input, kernel_size, stride=None, padding=0,
     ``max_pool2d(..., return_indices=True)`` returned for this input (saved
     state); None recomputes it. Equations in the module docstring.
     """
-    kh, kw, sh, sw, ph, pw, out_h, out_w = _geometry("max_pool2d_backward", input, kernel_size,
-                                                     stride, padding, ceil_mode)
-    H, W = tuple(input.shape)[-2:]
-    out_shape = (*tuple(input.shape)[:-2], out_h, out_w)
-    grad_output = upstream_grad("max_pool2d_backward", grad_output, out_shape, input.dtype)
-    if indices is not None and tuple(indices.shape) != out_shape:
-        raise ValueError(f"max_pool2d_backward: indices must have the output's shape "
-                         f"{shape_str(out_shape)}, got {shape_str(indices.shape)}")
+    (kh, kw, sh, sw, ph, pw, out_h, out_w), H, W, grad_output = _max_backward_args(
+        "max_pool2d_backward", grad_output, input, kernel_size, stride, padding, ceil_mode, indices)
     backend = dispatch("max_pool2d_backward", backend, grad_output, input, indices)
     if indices is None:
         _, indices = max_pool2d(input, kernel_size, stride, padding, ceil_mode,
@@ -305,14 +315,8 @@ def relu_max_pool2d_backward(grad_output, input, kernel_size, stride=None, paddi
     ``relu_max_pool2d(..., return_indices=True)`` returned (saved state); None
     recomputes it. Equations in the module docstring.
     """
-    kh, kw, sh, sw, ph, pw, out_h, out_w = _geometry("relu_max_pool2d_backward", input, kernel_size,
-                                                     stride, padding, ceil_mode)
-    H, W = tuple(input.shape)[-2:]
-    out_shape = (*tuple(input.shape)[:-2], out_h, out_w)
-    grad_output = upstream_grad("relu_max_pool2d_backward", grad_output, out_shape, input.dtype)
-    if indices is not None and tuple(indices.shape) != out_shape:
-        raise ValueError(f"relu_max_pool2d_backward: indices must have the output's shape "
-                         f"{shape_str(out_shape)}, got {shape_str(indices.shape)}")
+    (kh, kw, sh, sw, ph, pw, out_h, out_w), H, W, grad_output = _max_backward_args(
+        "relu_max_pool2d_backward", grad_output, input, kernel_size, stride, padding, ceil_mode, indices)
     backend = dispatch("relu_max_pool2d_backward", backend, grad_output, input, indices)
     if backend != "cpu":  # the specification: the chain rule through the two ops
         pooled, idx = max_pool2d(input, kernel_size, stride, padding, ceil_mode,
