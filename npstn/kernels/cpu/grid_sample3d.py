@@ -62,15 +62,14 @@ import numpy as np
 from numba import njit, prange
 
 from npstn.kernels import formulas as fm
+from npstn.kernels.cpu.grid_sample import (  # the 2D sampler's tiling and serial/parallel choice, shared
+    PARALLEL_MIN_WORK, _n_blocks, _n_tiles, _tile, _tiling, _use_parallel)
 from npstn.kernels.formulas import COORD_LIMIT, MODE_CODES, NEAREST, PADDING_CODES
 
 __all__ = ["forward", "backward", "PARALLEL_MIN_WORK", "TILE_POINTS"]
 
-#: calls with fewer output elements (N * C * D_out * H_out * W_out, counting at least three
-#: channels: the grid) run the serial kernels
-PARALLEL_MIN_WORK = 1 << 15
-#: parallel loops are cut into about this many blocks per thread
-CHUNKS_PER_THREAD = 8
+# Calls with fewer output elements than PARALLEL_MIN_WORK (N * C * D_out * H_out * W_out,
+# counting at least three channels: the grid) run the serial kernels, as in 2D.
 #: at most this many output points per tile (its scratch, about 60 bytes a point, stays in L2)
 TILE_POINTS = 1024
 #: every one of the eight neighbours inside: the bits of ``mask``, in the formulas' order
@@ -262,13 +261,6 @@ def _backward_tile(src, gin, gout, n_chan, vol_in, vol_out, q0, p0, k, dims, mod
 
 
 @njit(cache=True, inline="always")
-def _tiling(points, tile_points):
-    """(tiles per volume, points per tile): equal tiles of at most ``tile_points``."""
-    tiles = (points + tile_points - 1) // tile_points
-    return tiles, (points + tiles - 1) // tiles
-
-
-@njit(cache=True, inline="always")
 def _store_grad_grid(ggrd, t0, k, acc, deriv):
     """grad_grid of the points t0 .. t0 + k - 1: the channel sums times the coordinates' derivatives."""
     for a in range(3 * k):
@@ -302,9 +294,7 @@ def _make_kernels(parallel: bool) -> dict:
             mask = np.empty(tile, dtype=np.uint8)
             wts = np.empty(8 * tile, dtype=inp.dtype)
             for item in range(b * per_block, min(n_items, (b + 1) * per_block)):
-                n = item // tiles
-                p0 = (item - n * tiles) * tile
-                k = min(tile, vol_out - p0)
+                n, p0, k = _tile(item, tiles, tile, vol_out)
                 _locate(grd, n * vol_out + p0, k, dims, geo, mode, padding, align_corners, off, mask, wts, wts, wts,
                         0, False)
                 _sample_tile(src, dst, n_chan, vol_in, vol_out, n * n_chan, p0, k, dims, mode, off, mask, wts, 0,
@@ -370,20 +360,6 @@ def _geometry(dtype, d_in: int, h_in: int, w_in: int, align_corners: bool):
     _, scale_y, _ = fm.unnormalize_constants(dtype, h_in, align_corners)
     _, scale_z, _ = fm.unnormalize_constants(dtype, d_in, align_corners)
     return one, scale_x, scale_y, scale_z, shift, t(COORD_LIMIT), t(w_in), t(h_in), t(d_in)
-
-
-def _use_parallel(work: int, parallel) -> bool:
-    return work >= PARALLEL_MIN_WORK if parallel is None else bool(parallel)
-
-
-def _n_blocks(items: int, parallel: bool) -> int:
-    if not parallel:
-        return 1
-    return max(1, min(items, CHUNKS_PER_THREAD * numba.get_num_threads()))
-
-
-def _n_tiles(points: int, tile_points: int) -> int:
-    return (points + tile_points - 1) // tile_points
 
 
 def forward(input, grid, mode: str, padding_mode: str, align_corners: bool, parallel=None,
