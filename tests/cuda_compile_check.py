@@ -43,6 +43,7 @@ from npstn.kernels.cuda import im2col as ic  # noqa: E402
 from npstn.kernels.cuda import loss as lo  # noqa: E402
 from npstn.kernels.cuda import matmul as mm  # noqa: E402
 from npstn.kernels.cuda import pool as po  # noqa: E402
+from npstn.kernels.cuda import projection as pj  # noqa: E402
 
 CC = (9, 0)
 
@@ -91,6 +92,9 @@ def kernels(dt):
     yield "projective_grid_backward", gr._projective_grid_backward_kernel, (m4, m2, f, f, float64, m2)
     yield "tps_grid", gr._tps_grid_kernel, (f2, m3, m4)
     yield "tps_grid_backward", gr._tps_grid_backward_kernel, (f2, m4, m3)
+    m5 = dt[:, :, :, :, ::1]
+    yield "project", pj._forward_kernel, (m5, dt, m4)
+    yield "project_backward", pj._backward_kernel, (m4, dt, m5)
 
 
 def _probe(a):

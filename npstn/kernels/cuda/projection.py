@@ -11,16 +11,19 @@ from numba import cuda
 from npstn.kernels.cuda.common import cuda_module, launch_config
 
 
+@cuda.jit(device=True)
+def _column(t, n_chan, h, w):
+    """The (n, c, i, j) of output element t (C order): the column of D voxels thread t owns."""
+    return t // (w * h * n_chan), (t // (w * h)) % n_chan, (t // w) % h, t % w
+
+
 @cuda.jit
 def _forward_kernel(x, scale, out):
     t = cuda.grid(1)
     n_batch, n_chan, depth, h, w = x.shape
     if t >= n_batch * n_chan * h * w:
         return
-    j = t % w
-    i = (t // w) % h
-    c = (t // (w * h)) % n_chan
-    n = t // (w * h * n_chan)
+    n, c, i, j = _column(t, n_chan, h, w)
     acc = x[n, c, 0, i, j]
     for l in range(1, depth):  # noqa: E741
         acc += x[n, c, l, i, j]
@@ -33,10 +36,7 @@ def _backward_kernel(g, scale, grad_input):
     n_batch, n_chan, depth, h, w = grad_input.shape
     if t >= n_batch * n_chan * h * w:
         return
-    j = t % w
-    i = (t // w) % h
-    c = (t // (w * h)) % n_chan
-    n = t // (w * h * n_chan)
+    n, c, i, j = _column(t, n_chan, h, w)
     v = g[n, c, i, j] * scale
     for l in range(depth):  # noqa: E741
         grad_input[n, c, l, i, j] = v
