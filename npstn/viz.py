@@ -97,6 +97,26 @@ def _show(ax, img, title=None) -> None:
         ax.set_title(title, fontsize=8)
 
 
+def _predict(model, x, norm, transformers, describe):
+    """Run ``model`` on pixels ``x`` in eval mode (its mode restored after), standardised with ``norm``.
+
+    Returns the predictions and, for each of ``transformers`` (modules of
+    ``model``, run on the same input), ``(V in pixel units, describe(st))``,
+    where ``describe`` reads what the forward left in the transformer (theta).
+    """
+    from npstn.train.data import standardize, unstandardize
+
+    was_training = model.training
+    model.eval()
+    try:
+        x_in = standardize(x, norm)
+        pred = model(x_in).argmax(axis=1)
+        views = [(unstandardize(np.asarray(st(x_in)), norm), describe(st)) for st in transformers]
+    finally:
+        model.train(was_training)
+    return pred, views
+
+
 def plot_transformations(model, x: np.ndarray, path, labels=None, title: str | None = None,
                          groups: int = 2, norm: dict | None = None) -> Path:
     """U, T_theta(G) over U, and V for each image in ``x`` (N, 1, H, W); one PNG.
@@ -109,22 +129,14 @@ def plot_transformations(model, x: np.ndarray, path, labels=None, title: str | N
     ``(x - mean) / std`` and V is drawn back in pixel units
     (``V * std + mean``, so the sampler's zero padding shows as the mean grey).
     """
-    from npstn.train.data import standardize, unstandardize
-
     plt = _pyplot()
     x = np.ascontiguousarray(x, dtype=np.float32)
     n, _, h, w = x.shape
-    was_training = model.training
-    model.eval()
-    try:
-        x_in = standardize(x, norm)
-        pred = model(x_in).argmax(axis=1)
-        st = getattr(model, "transformer", None)
-        if st is not None:
-            v = unstandardize(st(x_in), norm)
-            mesh = transformation_mesh(st, st.theta, h, w)
-    finally:
-        model.train(was_training)
+    st = getattr(model, "transformer", None)
+    pred, views = _predict(model, x, norm, [st] if st is not None else [],
+                           lambda t: transformation_mesh(t, t.theta, h, w))
+    if st is not None:
+        [(v, mesh)] = views
     panels = 3 if st is not None else 1
     groups = max(1, min(groups, n))
     rows = -(-n // groups)
@@ -184,22 +196,13 @@ def plot_mnist3d(model, x: np.ndarray, path, labels=None, title: str | None = No
     grey). A model without a transformer shows the input's projection and
     its predictions only. ``norm`` as for :func:`plot_transformations`.
     """
-    from npstn.train.data import standardize, unstandardize
-
     plt = _pyplot()
     x = np.ascontiguousarray(x, dtype=np.float32)
     n, s = x.shape[0], x.shape[-1]
-    was_training = model.training
-    model.eval()
-    try:
-        x_in = standardize(x, norm)
-        pred = model(x_in).argmax(axis=1)
-        st = getattr(model, "transformer", None)
-        if st is not None:
-            v = unstandardize(st(x_in), norm)
-            edges, depth = box_edges(st.theta, s)
-    finally:
-        model.train(was_training)
+    st = getattr(model, "transformer", None)
+    pred, views = _predict(model, x, norm, [st] if st is not None else [], lambda t: box_edges(t.theta, s))
+    if st is not None:
+        [(v, (edges, depth))] = views
     proj_u = x.mean(axis=2)[:, 0]
     hi = max(float(proj_u.max()), 1e-6)
     panels = 3 if st is not None else 1
@@ -416,25 +419,15 @@ def plot_addition(model, x: np.ndarray, path, labels=None, digits=None, title: s
     :func:`plot_transformations` (the model sees standardised pixels; the
     outputs are drawn back in pixel units). Returns the PNG's path.
     """
-    from npstn.train.data import standardize, unstandardize
-
     plt = _pyplot()
     x = np.ascontiguousarray(x, dtype=np.float32)
     if x.ndim != 4 or x.shape[1] != 2:
         raise ValueError(f"plot_addition: x must be (N, 2, H, W) pairs, got shape {x.shape}")
     n, _, h, w = x.shape
     sts = tuple(getattr(model, "transformers", ()) or ())
-    was_training = model.training
-    model.eval()
-    try:
-        x_in = standardize(x, norm)
-        pred = model(x_in).argmax(axis=1)
-        outs, meshes = [], []
-        for st in sts:
-            outs.append(unstandardize(np.asarray(st(x_in)), norm))
-            meshes.append(transformation_mesh(st, st.theta, h, w))
-    finally:
-        model.train(was_training)
+    pred, views = _predict(model, x, norm, sts, lambda t: transformation_mesh(t, t.theta, h, w))
+    outs = [v for v, _ in views]
+    meshes = [m for _, m in views]
     lo, hi = min(0.0, float(x.min())), max(1.0, float(x.max()))
     cols = 2 + 2 * len(sts)
     fig, axes = plt.subplots(n, cols, figsize=(1.6 * cols, 1.75 * n + 0.5), squeeze=False)
