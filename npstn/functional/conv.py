@@ -272,6 +272,12 @@ def _plan(n, rows, plane_len, dtype, chunk_size):
     return grain, chunk
 
 
+def _columns_key(x, weight, sh, sw, ph, pw, grain):
+    """What the forward's kept columns depend on besides the input itself: the backward reuses
+    them only when its key (and its input object) match the forward's."""
+    return tuple(x.shape), weight.shape[1:], sh, sw, ph, pw, grain, x.dtype
+
+
 def _conv2d_chunked(x, weight, bias, sh, sw, ph, pw, out_shape, chunk_size, workspace):
     """Forward on the cpu backend, chunk by chunk: Y_q = W2 @ cols_q for each grain q."""
     n, o, h_out, w_out = out_shape
@@ -279,7 +285,7 @@ def _conv2d_chunked(x, weight, bias, sh, sw, ph, pw, out_shape, chunk_size, work
     rows, plane_len, dtype = c * kh * kw, h_out * w_out, x.dtype
     grain, chunk = _plan(n, rows, plane_len, dtype, chunk_size)
     ws = ConvWorkspace() if workspace is None else workspace
-    key = (tuple(x.shape), weight.shape[1:], sh, sw, ph, pw, grain, dtype)
+    key = _columns_key(x, weight, sh, sw, ph, pw, grain)
     ws._kept = None
     if ws.keep_columns:  # the whole batch's grain blocks, one after the other
         cols = ws.buffer("columns", rows * (-(-n // grain) * grain) * plane_len, dtype)
@@ -311,7 +317,7 @@ def _conv2d_backward_chunked(grad_output, x, weight, bias, sh, sw, ph, pw, out_s
     rows, plane_len, dtype = c * kh * kw, h_out * w_out, x.dtype
     grain, chunk = _plan(n, rows, plane_len, dtype, chunk_size)
     ws = ConvWorkspace() if workspace is None else workspace
-    key = (tuple(x.shape), weight.shape[1:], sh, sw, ph, pw, grain, dtype)
+    key = _columns_key(x, weight, sh, sw, ph, pw, grain)
     kept = ws._kept is not None and ws._kept[0] is x and ws._kept[1] == key
     ws._kept = None  # the columns are overwritten below (or were not this input's)
     if kept:
