@@ -9,7 +9,13 @@ labour on a batch, without labels and without changing the model:
     E[k, c] = sum over n, h, w of V_k[n, c, h, w]^2
     M[k, c] = E[k, c] / sum_c' E[k, c']
 
-where V_k = T_k(U) is transformer k's output. A transformer samples every
+where V_k = T_k(U - b) is transformer k's output with the sampling grid it
+computes from U, and b the value of an empty (black) input pixel: 0 for
+pixels in [0, 1], -mean/std for standardised inputs (``background``). Ink
+is then what differs from black, and outside the canvas (zero padding) is
+black too; measured on V_k = T_k(U) itself, standardised inputs would count
+their grey background and the padding as energy, and every row would drift
+toward the canvas's own mix. A transformer samples every
 channel on the same grid, so its output channel c is made only of input
 channel c: M[k, c] is the share of transformer k's output energy (sum of
 squares) that comes from input channel c, i.e. how much of digit c's ink falls
@@ -63,7 +69,7 @@ def _transformers_of(model) -> tuple:
     return sts
 
 
-def channel_energy_shares(model, x, *, per_sample: bool = False) -> np.ndarray:
+def channel_energy_shares(model, x, *, background: float = 0.0, per_sample: bool = False) -> np.ndarray:
     """Share of each transformer's output energy that comes from each input channel.
 
     Parameters
@@ -73,6 +79,10 @@ def channel_energy_shares(model, x, *, per_sample: bool = False) -> np.ndarray:
         :class:`~npstn.stn.SpatialTransformer`, or a sequence of them.
     x : float array (N, C, H, W): the input the transformers see (for a
         trained run, standardised as in training).
+    background : the value of a black pixel in ``x``'s units: 0 for pixels
+        in [0, 1], ``-mean / std`` for standardised inputs. Each transformer
+        computes its grid from ``x`` and samples ``x - background`` on it,
+        so only ink counts (see the module doc).
     per_sample : return one matrix per image instead of one for the batch.
 
     Returns
@@ -87,6 +97,10 @@ def channel_energy_shares(model, x, *, per_sample: bool = False) -> np.ndarray:
     if x.ndim != 4 or not np.issubdtype(x.dtype, np.floating):
         raise ValueError(f"channel_energy_shares: x must be a float array (N, C, H, W), got "
                          f"{x.dtype} of shape {x.shape}")
+    background = float(background)
+    if not np.isfinite(background):
+        raise ValueError(f"channel_energy_shares: background must be a finite number, got {background}")
+    from npstn import functional as F
     from npstn._device import is_device_array, to_device, to_host
 
     energies = []
@@ -97,6 +111,11 @@ def channel_energy_shares(model, x, *, per_sample: bool = False) -> np.ndarray:
         on_device = st.device == "cuda"
         v = st(to_device(xin) if on_device else xin)
         v = to_host(v) if is_device_array(v) else np.asarray(v)
+        if background != 0.0:  # the ink: x - background sampled on the grid the transformer computed from x
+            grid = to_host(st.grid) if is_device_array(st.grid) else st.grid
+            ink = np.ascontiguousarray(xin - np.asarray(background, dtype=xin.dtype))
+            v = F.grid_sample(ink, grid, mode=st.mode, padding_mode=st.padding_mode,
+                              align_corners=st.align_corners, backend="numpy" if on_device else st.backend)
         e = np.square(v.astype(np.float64)).sum(axis=(2, 3))  # (N, C)
         energies.append(e)
     e = np.stack(energies, axis=1)  # (N, K, C)
@@ -121,13 +140,14 @@ def specialisation_index(shares) -> float | np.ndarray:
     return float(s) if s.ndim == 0 else s
 
 
-def specialisation_report(model, x) -> dict:
+def specialisation_report(model, x, *, background: float = 0.0) -> dict:
     """JSON-ready summary for a log: ``{"channel_shares": M as nested lists, "specialisation": s}``.
 
     ``specialisation`` is :func:`specialisation_index` for a model with two
     transformers on a 2-channel input, else None. NaN shares become None.
+    ``background`` as in :func:`channel_energy_shares`.
     """
-    m = channel_energy_shares(model, x)
+    m = channel_energy_shares(model, x, background=background)
     s = specialisation_index(m) if m.shape == (2, 2) else None
     clean = [[None if not np.isfinite(v) else float(v) for v in row] for row in m]
     return {"channel_shares": clean, "specialisation": None if s is None or not np.isfinite(s) else s}

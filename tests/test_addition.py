@@ -373,6 +373,30 @@ def test_shares_of_transformers_that_each_look_at_one_half():
     np.testing.assert_allclose(per, np.broadcast_to([[0, 1], [1, 0]], (3, 2, 2)), atol=1e-12)
 
 
+def test_shares_of_standardised_inputs_count_only_ink():
+    """On standardised inputs a black pixel is -mean/std: given that background, the shares are the
+    raw-pixel ones (padding and background are not energy); without it the grey dilutes them."""
+    model = build_addition_model("st-fcn", "affine", transformers=2, input_size=16, width=4, seed=0)
+    st0, st1 = model.transformers
+    _fixed(st0, [[0.5, 0, -0.5], [0, 1, 0]])
+    _fixed(st1, [[0.5, 0, 0.5], [0, 1, 0]])
+    x = _two_blob_input()
+    mean, std = 0.13, 0.31
+    xs = ((x - mean) / std).astype(np.float32)
+    m = channel_energy_shares(model, xs, background=-mean / std)
+    np.testing.assert_allclose(m, [[1, 0], [0, 1]], atol=1e-6)
+    grey = channel_energy_shares(model, xs)
+    assert grey[0, 1] > 0.05 and grey[1, 0] > 0.05
+    report = specialisation_report(model, xs, background=-mean / std)
+    assert report["specialisation"] == pytest.approx(1.0, abs=1e-6)
+    # zoomed out past the canvas and shifted: the padding is black too, so the shares are the raw pixels'
+    _fixed(st0, [[2.0, 0.3, 0.4], [-0.2, 1.7, -0.3]])
+    np.testing.assert_allclose(channel_energy_shares(model, xs, background=-mean / std),
+                               channel_energy_shares(model, x), rtol=1e-5)
+    with pytest.raises(ValueError, match="background"):
+        channel_energy_shares(model, xs, background=float("nan"))
+
+
 def test_identity_transformers_see_the_inputs_own_mix():
     """Untrained STs (the identity) both report the input's channel energy shares: no specialisation."""
     model = build_addition_model("st-fcn", "tps", transformers=2, input_size=16, width=4, seed=0)

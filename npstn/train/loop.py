@@ -250,7 +250,7 @@ def _train_locked(config: TrainConfig, run: Path, resume: bool, progress: bool, 
                     test_err = evaluate(model, x_test, y_test, config.eval_batch_size)
                     evals.append([k, test_err])
                     if config.task == "addition" and getattr(model, "transformers", None):
-                        specialisation.append(_specialisation(model, x_test, k))
+                        specialisation.append(_specialisation(model, x_test, k, norm))
                 if k % config.log_interval == 0 or test_err is not None or k == config.steps:
                     elapsed = elapsed_before + time.perf_counter() - t0
                     mean_loss = window["loss"] / window["steps"]
@@ -301,12 +301,15 @@ SPECIALISATION_IMAGES = 1000
 
 
 
-def _specialisation(model, x_test, step: int) -> dict:
+def _specialisation(model, x_test, step: int, norm: dict | None = None) -> dict:
     """``{"step", "channel_shares", "specialisation"}``: :func:`npstn.addition.specialisation_report`
-    on the first :data:`SPECIALISATION_IMAGES` test pairs (how far the transformers divide the digits)."""
+    on the first :data:`SPECIALISATION_IMAGES` test pairs (how far the transformers divide the digits).
+    With standardised inputs (``norm``) a black pixel is -mean/std: only ink counts as energy."""
     from npstn.addition import specialisation_report
 
-    return {"step": int(step), **specialisation_report(model, x_test[:SPECIALISATION_IMAGES])}
+    background = -norm["mean"] / norm["std"] if norm else 0.0
+    return {"step": int(step), **specialisation_report(model, x_test[:SPECIALISATION_IMAGES],
+                                                       background=background)}
 
 
 
