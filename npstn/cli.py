@@ -238,7 +238,7 @@ def _sweep(args, models, transforms, distortions, task: str = "distortion") -> i
         _choices("--distortions", distortions, list(INPUT_SIZES))
     except ValueError as exc:
         return A.fail(prog, exc)
-    common = _given(args, _COMMON_FIELDS)
+    common = _given(args, _COMMON_FIELDS + (("budget",) if task == "addition" else ()))
     seeds = range(args.seed_start, args.seed_start + args.seeds)
     try:
         configs = sweep_configs(args.out, models, transforms, distortions, seeds, task=task, **common)
@@ -345,6 +345,9 @@ def _cmd_reproduce(args) -> int:
         args.out = f"runs/{args.table}"
     if args.models is None:
         args.models = "fcn,cnn,st-fcn" if table4 else "fcn,cnn,st-fcn,st-cnn"
+    if args.budget is not None and not table4:
+        return A.fail("npstn reproduce", f"--budget {args.budget}: only table4 (MNIST addition) matches its "
+                      "models to a budget; table1's are matched to the CNN")
     if table4 and args.distortions not in (None, "rts"):
         return A.fail("npstn reproduce", f"--distortions {args.distortions}: table4 (MNIST addition) draws RTS "
                       "digits only; leave --distortions out")
@@ -543,6 +546,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--transforms", default="affine,projective,tps")
     r.add_argument("--distortions", default=None, help="comma list (table1; default r,rts,p,e)")
     r.add_argument("--out", type=A.output_folder, default=None, help="(default runs/<table>)")
+    r.add_argument("--budget", type=A.positive_int(MAX_PARAMETERS), default=None,
+                   help="table4: parameter count every model is matched to (default as `npstn train "
+                   "--task addition`; `npstn params --task addition --budget N` prints the widths)")
     _add_sweep_options(r, seeds=3)  # the paper reports means of 3 runs
     r.set_defaults(func=_cmd_reproduce)
 

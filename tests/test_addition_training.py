@@ -115,6 +115,8 @@ def test_cli_train_eval_viz(tmp_path, synthetic, capsys):
     (["train", "--task", "addition", "--budget", "-5"], "--budget"),
     (["reproduce", "table4", "--distortions", "r"], "--distortions"),
     (["reproduce", "table4", "--models", "st-cnn"], "--models"),
+    (["reproduce", "table1", "--budget", "400000"], "--budget"),
+    (["reproduce", "table4", "--budget", "0"], "--budget"),
 ])
 def test_cli_bad_addition_options_exit_2(argv, needle, capsys, tmp_path):
     assert main(argv + ["--out", str(tmp_path / "x")]) == 2
@@ -139,6 +141,12 @@ def test_reproduce_table4_grid_and_report(tmp_path, synthetic, capsys):
     assert "MNIST addition" in text and "| 2xST-FCN affine |" in text and "| 9.0 |" in text
     assert (out / "results.png").is_file()
     assert main(["reproduce", "table4", "--report", "--out", str(out)]) == 0
+    # --budget reaches every run's configuration and model
+    out2 = tmp_path / "t4b"
+    assert main(["reproduce", "table4", "--models", "fcn", "--seeds", "1", "--steps", "1", "--batch-size", "4",
+                 "--budget", "100000", "--out", str(out2)]) == 0
+    metrics = json.loads(next(out2.rglob("metrics.json")).read_text())
+    assert metrics["config"]["budget"] == 100000 and abs(metrics["parameters"] - 100000) < 2000
 
 
 def test_cli_params_prints_the_addition_table(capsys):
