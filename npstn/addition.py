@@ -28,7 +28,24 @@ when they divide the work the other way round, and 0 when both see the same
 mix (an untrained 2xST: both are the identity, so both rows equal the input's
 own channel shares). |s| is the degree of specialisation.
 
-The measure runs each transformer's forward pass, which overwrites the
+Energy shares see which digit's ink each transformer *shows*, not which one
+it *frames*. A transformer that centres and uprights digit a still shows
+whatever part of digit b falls in its window, often at a larger scale, so
+on trained 2xST-FCNs whose two windows plainly follow one digit each (the
+pictures of ``npstn viz``) the energy rows stay near the input's mix.
+:func:`centring_shares` measures the framing instead:
+
+    A[k, c] = share of pairs in which, of the two digits, digit c's ink
+              centroid is the nearer to the centre of transformer k's
+              sampling window (the grid point at the output's centre)
+
+and ``s = A[0, 0] - A[1, 0]`` is the same index on it: +-1 when each
+transformer always frames its own digit, 0 when both frame the same one (at
+the identity both windows are the canvas's centre: s = 0 exactly).
+:func:`specialisation_report`, logged by training runs, gives both; its
+``specialisation`` is the centring index.
+
+The measures run each transformer's forward pass, which overwrites the
 ``theta``/``grid`` it keeps for a pending backward: call it between training
 steps, not between a forward and its backward.
 """
@@ -36,7 +53,8 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["PAPER_TABLE4", "channel_energy_shares", "specialisation_index", "specialisation_report"]
+__all__ = ["PAPER_TABLE4", "channel_energy_shares", "centring_shares", "ink_centroids", "window_centres",
+           "specialisation_index", "specialisation_report"]
 
 #: The paper's Table 4 (MNIST addition) test errors, %, keyed by (model, transform or None, transformers).
 PAPER_TABLE4 = {
@@ -93,13 +111,8 @@ def channel_energy_shares(model, x, *, background: float = 0.0, per_sample: bool
     row whose output is all zeros is NaN. See the module doc.
     """
     sts = _transformers_of(model)
-    x = np.asarray(x)
-    if x.ndim != 4 or not np.issubdtype(x.dtype, np.floating):
-        raise ValueError(f"channel_energy_shares: x must be a float array (N, C, H, W), got "
-                         f"{x.dtype} of shape {x.shape}")
-    background = float(background)
-    if not np.isfinite(background):
-        raise ValueError(f"channel_energy_shares: background must be a finite number, got {background}")
+    x = _check_batch("channel_energy_shares", x)
+    background = _check_background("channel_energy_shares", background)
     from npstn import functional as F
     from npstn._device import is_device_array, to_device, to_host
 
@@ -126,6 +139,98 @@ def channel_energy_shares(model, x, *, background: float = 0.0, per_sample: bool
         return np.where(total > 0, e / np.where(total > 0, total, 1.0), np.nan)
 
 
+def _check_batch(name: str, x) -> np.ndarray:
+    x = np.asarray(x)
+    if x.ndim != 4 or not np.issubdtype(x.dtype, np.floating):
+        raise ValueError(f"{name}: x must be a float array (N, C, H, W), got {x.dtype} of shape {x.shape}")
+    return x
+
+
+def _check_background(name: str, background) -> float:
+    background = float(background)
+    if not np.isfinite(background):
+        raise ValueError(f"{name}: background must be a finite number, got {background}")
+    return background
+
+
+def ink_centroids(x, *, background: float = 0.0) -> np.ndarray:
+    """Each channel's centre of ink, in normalised coordinates (align_corners=False).
+
+    ``x`` (N, C, H, W); the ink is ``max(x - background, 0)`` (``background``
+    as in :func:`channel_energy_shares`). Returns float64 (N, C, 2) of (x, y):
+    pixel column j is at (2j + 1) / W - 1, row i at (2i + 1) / H - 1, so -1
+    and +1 are the canvas's edges as in a sampling grid. A channel without
+    ink gives NaN.
+    """
+    x = _check_batch("ink_centroids", x)
+    b = _check_background("ink_centroids", background)
+    h, w = x.shape[2:]
+    ink = np.maximum(x.astype(np.float64) - b, 0.0)
+    cols = (2 * np.arange(w) + 1) / w - 1
+    rows = (2 * np.arange(h) + 1) / h - 1
+    mass = ink.sum(axis=(2, 3))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        cx = (ink.sum(axis=2) * cols).sum(axis=-1) / mass
+        cy = (ink.sum(axis=3) * rows).sum(axis=-1) / mass
+    out = np.stack([cx, cy], axis=-1)
+    out[mass <= 0] = np.nan
+    return out
+
+
+def window_centres(model, x) -> np.ndarray:
+    """Where each transformer's window is centred: the source point of the output's centre.
+
+    Runs each transformer on ``x`` (N, C, H, W) and averages its grid's
+    central point (the middle row/column, or the two middle ones of an even
+    size), so for an affine theta it is exactly theta @ (0, 0, 1) = (t_x,
+    t_y). Returns float64 (N, K, 2) of normalised (x, y), one row per
+    transformer (``model`` as in :func:`channel_energy_shares`).
+    """
+    sts = _transformers_of(model)
+    x = _check_batch("window_centres", x)
+    from npstn._device import is_device_array, to_device, to_host
+
+    centres = []
+    for st in sts:
+        params = st.parameters()
+        dtype = params[0].data.dtype if params else x.dtype
+        xin = np.ascontiguousarray(x, dtype=dtype)
+        st(to_device(xin) if st.device == "cuda" else xin)
+        grid = to_host(st.grid) if is_device_array(st.grid) else np.asarray(st.grid)
+        ho, wo = grid.shape[1:3]
+        rows = slice((ho - 1) // 2, ho // 2 + 1)
+        cols = slice((wo - 1) // 2, wo // 2 + 1)
+        centres.append(grid[:, rows, cols, :].astype(np.float64).mean(axis=(1, 2)))
+    return np.stack(centres, axis=1)
+
+
+def centring_shares(model, x, *, background: float = 0.0, per_sample: bool = False) -> np.ndarray:
+    """Share of pairs in which each transformer's window is centred nearer each channel's digit.
+
+    Returns float64 (K, C), or (N, K, C) with ``per_sample``: ``A[k, c]`` is
+    the share of images (of the batch) in which channel c's ink centroid
+    (:func:`ink_centroids`) is the nearest to transformer k's window centre
+    (:func:`window_centres`); a tie counts 1/2 to each. Rows sum to 1.
+    Images with a channel without ink are left out (per sample: NaN rows).
+    See the module doc.
+    """
+    x = _check_batch("centring_shares", x)
+    b = _check_background("centring_shares", background)
+    centres = window_centres(model, x)                               # (N, K, 2)
+    ink = ink_centroids(x, background=b)                             # (N, C, 2)
+    d = np.linalg.norm(centres[:, :, None, :] - ink[:, None, :, :], axis=-1)  # (N, K, C)
+    valid = np.isfinite(ink).all(axis=(1, 2))                        # every channel has ink
+    nearest = np.where(valid[:, None, None], d, 0.0)
+    a = (nearest == nearest.min(axis=-1, keepdims=True)).astype(np.float64)
+    a /= a.sum(axis=-1, keepdims=True)
+    if per_sample:
+        a[~valid] = np.nan
+        return a
+    if not valid.any():
+        return np.full(a.shape[1:], np.nan)
+    return a[valid].mean(axis=0)
+
+
 def specialisation_index(shares) -> float | np.ndarray:
     """``M[0, 0] - M[1, 0]`` of a (2, 2) share matrix (or of each in an (N, 2, 2) stack).
 
@@ -141,13 +246,23 @@ def specialisation_index(shares) -> float | np.ndarray:
 
 
 def specialisation_report(model, x, *, background: float = 0.0) -> dict:
-    """JSON-ready summary for a log: ``{"channel_shares": M as nested lists, "specialisation": s}``.
+    """JSON-ready summary for a log, both measures of the module doc.
 
-    ``specialisation`` is :func:`specialisation_index` for a model with two
-    transformers on a 2-channel input, else None. NaN shares become None.
-    ``background`` as in :func:`channel_energy_shares`.
+    ``{"centring_shares": A, "specialisation": s of A, "channel_shares": M,
+    "energy_specialisation": s of M}``: A from :func:`centring_shares`, M
+    from :func:`channel_energy_shares`, as nested lists. The indices are
+    :func:`specialisation_index` for a model with two transformers on a
+    2-channel input, else None. NaN shares become None. ``background`` as in
+    :func:`channel_energy_shares`.
     """
+    def clean(m):
+        return [[None if not np.isfinite(v) else float(v) for v in row] for row in m]
+
+    def index(m):
+        s = specialisation_index(m) if m.shape == (2, 2) else None
+        return None if s is None or not np.isfinite(s) else s
+
+    a = centring_shares(model, x, background=background)
     m = channel_energy_shares(model, x, background=background)
-    s = specialisation_index(m) if m.shape == (2, 2) else None
-    clean = [[None if not np.isfinite(v) else float(v) for v in row] for row in m]
-    return {"channel_shares": clean, "specialisation": None if s is None or not np.isfinite(s) else s}
+    return {"centring_shares": clean(a), "specialisation": index(a),
+            "channel_shares": clean(m), "energy_specialisation": index(m)}

@@ -314,18 +314,27 @@ def _specialisation_plot(run: Path, path, config) -> Path | None:
                 records = json.loads(str(f["state.json"])).get("specialisation")
         except Exception:  # noqa: BLE001 - an unreadable checkpoint just means no plot
             records = None
-    pts = [(r["step"], r["specialisation"]) for r in records or () if r.get("specialisation") is not None]
-    if not pts:
+    # "specialisation" is the centring index; records of runs before it was logged hold the energy index
+    # under that key and no "centring_shares"
+    centring = [(r["step"], r["specialisation"]) for r in records or ()
+                if r.get("specialisation") is not None and "centring_shares" in r]
+    energy = [(r["step"], r.get("energy_specialisation", r.get("specialisation"))) for r in records or ()]
+    energy = [(k, v) for k, v in energy if v is not None]
+    if not centring and not energy:
         return None
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(5, 3))
-    steps, s = zip(*pts)
-    ax.plot(steps, s, marker="o")
+    if centring:
+        ax.plot(*zip(*centring), marker="o", label="centring: A[0,0] - A[1,0] (which digit each window frames)")
+    if energy:
+        ax.plot(*zip(*energy), marker=".", ls="--", color="grey",
+                label="energy: M[0,0] - M[1,0] (which digit's ink each output shows)")
     ax.axhline(0, color="grey", lw=0.8)
     ax.set_ylim(-1.05, 1.05)
     ax.set_xlabel("step")
     ax.set_ylabel("specialisation s")
-    ax.set_title(f"{config.describe()}\ns = M[0,0] - M[1,0]: +-1 each transformer sees one digit", fontsize=8)
+    ax.legend(fontsize=6, loc="best")
+    ax.set_title(f"{config.describe()}\ns = +-1: each transformer takes one digit; 0: both the same", fontsize=8)
     fig.tight_layout()
     return _save(fig, path)
 

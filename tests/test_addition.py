@@ -15,7 +15,10 @@ import npstn.data.distorted as DD
 from npstn import nn
 from npstn.addition import (
     PAPER_TABLE4,
+    centring_shares,
     channel_energy_shares,
+    ink_centroids,
+    window_centres,
     specialisation_index,
     specialisation_report,
 )
@@ -408,6 +411,67 @@ def test_shares_of_standardised_inputs_count_only_ink():
         channel_energy_shares(model, xs, background=float("nan"))
 
 
+def test_ink_centroids_in_grid_coordinates():
+    x = np.zeros((2, 2, 4, 6), dtype=np.float32)
+    x[0, 0, 1, 2] = 1.0                       # one pixel: column 2 of 6, row 1 of 4
+    x[0, 1, 3, 0] = x[0, 1, 3, 5] = 0.5       # two pixels: the middle of the bottom row
+    x[1, 0] = 0.3                             # uniform: the centre; channel 1 of image 1 is empty
+    c = ink_centroids(x)
+    np.testing.assert_allclose(c[0, 0], [5 / 6 - 1, 3 / 4 - 1])
+    np.testing.assert_allclose(c[0, 1], [0.0, 7 / 4 - 1], atol=1e-12)
+    np.testing.assert_allclose(c[1, 0], [0.0, 0.0], atol=1e-12)
+    assert np.isnan(c[1, 1]).all()
+    # a grey background: only what lies above it is ink
+    np.testing.assert_allclose(ink_centroids(x * 2 - 0.4, background=-0.4), c, equal_nan=True)
+    with pytest.raises(ValueError, match=r"\(N, C, H, W\)"):
+        ink_centroids(x[0])
+
+
+def test_centring_shares_follow_the_windows_not_the_ink():
+    """Each transformer frames one blob; centring sees it (s = +-1) whatever each output shows."""
+    model = build_addition_model("st-fcn", "affine", transformers=2, input_size=16, width=4, seed=0)
+    st0, st1 = model.transformers
+    x = _two_blob_input()
+    _fixed(st0, [[0.5, 0, -0.5], [0, 1, 0]])   # the left half: channel 0's blob
+    _fixed(st1, [[0.5, 0, 0.5], [0, 1, 0]])
+    c = window_centres(model, x)
+    np.testing.assert_allclose(c, np.broadcast_to([[-0.5, 0.0], [0.5, 0.0]], (3, 2, 2)), atol=1e-6)
+    a = centring_shares(model, x)
+    np.testing.assert_allclose(a, [[1, 0], [0, 1]])
+    assert specialisation_index(a) == 1.0
+    # windows centred on the blobs but zoomed out to show both: the energy rows are mixed, centring is not
+    _fixed(st0, [[1.2, 0, -0.5], [0, 1.2, 0]])
+    _fixed(st1, [[1.2, 0, 0.5], [0, 1.2, 0]])
+    energy = channel_energy_shares(model, x)
+    assert abs(specialisation_index(energy)) < 0.5
+    np.testing.assert_allclose(centring_shares(model, x), [[1, 0], [0, 1]])
+    # swapped, per sample, and both at the identity (s = 0 exactly)
+    _fixed(st0, [[1.2, 0, 0.5], [0, 1.2, 0]])
+    _fixed(st1, [[1.2, 0, -0.5], [0, 1.2, 0]])
+    np.testing.assert_allclose(centring_shares(model, x, per_sample=True),
+                               np.broadcast_to([[0, 1], [1, 0]], (3, 2, 2)))
+    ident = build_addition_model("st-fcn", "tps", transformers=2, input_size=16, width=4, seed=0)
+    a = centring_shares(ident, x)
+    assert specialisation_index(a) == 0.0 and np.allclose(a.sum(axis=1), 1.0)
+    # an image with an empty channel is left out; all of them: NaN
+    x2 = np.concatenate([x, x[:1]])
+    x2[-1, 1] = 0
+    per = centring_shares(model, x2, per_sample=True)
+    assert np.isnan(per[-1]).all() and np.isfinite(per[:-1]).all()
+    np.testing.assert_allclose(centring_shares(model, x2), [[0, 1], [1, 0]])
+    assert np.isnan(centring_shares(model, np.zeros_like(x))).all()
+    report = specialisation_report(model, x)
+    json.dumps(report)
+    assert report["specialisation"] == -1.0 and report["centring_shares"] == [[0.0, 1.0], [1.0, 0.0]]
+    assert report["energy_specialisation"] == pytest.approx(specialisation_index(channel_energy_shares(model, x)))
+
+
+def test_window_centres_of_every_transform_at_the_identity_are_the_canvas_centre():
+    for t in ("affine", "projective", "tps", "attention"):
+        model = build_addition_model("st-fcn", t, transformers=2, input_size=16, width=4, seed=0)
+        np.testing.assert_allclose(window_centres(model, _two_blob_input()), 0.0, atol=1e-6)
+
+
 def test_identity_transformers_see_the_inputs_own_mix():
     """Untrained STs (the identity) both report the input's channel energy shares: no specialisation."""
     model = build_addition_model("st-fcn", "tps", transformers=2, input_size=16, width=4, seed=0)
@@ -433,8 +497,9 @@ def test_shares_edge_cases():
     model = build_addition_model("st-fcn", "affine", transformers=2, input_size=16, width=4, seed=0)
     zero = np.zeros((2, 2, 16, 16), dtype=np.float32)
     assert np.isnan(channel_energy_shares(model, zero)).all()
-    assert specialisation_report(model, zero) == {"channel_shares": [[None, None], [None, None]],
-                                                  "specialisation": None}
+    assert specialisation_report(model, zero) == {
+        "centring_shares": [[None, None], [None, None]], "specialisation": None,
+        "channel_shares": [[None, None], [None, None]], "energy_specialisation": None}
     with pytest.raises(ValueError, match="spatial transformers"):
         channel_energy_shares(build_addition_model("fcn"), zero)
     with pytest.raises(ValueError, match=r"\(N, C, H, W\)"):

@@ -62,9 +62,10 @@ def test_two_transformer_run_logs_specialisation_and_resumes_exactly(tmp_path, s
     spec = full["specialisation"]
     assert [r["step"] for r in spec] == [3, 6]
     for r in spec:
-        m = np.array(r["channel_shares"], dtype=float)
-        assert m.shape == (2, 2) and np.allclose(m.sum(axis=1), 1.0)
-        assert -1.0 <= r["specialisation"] <= 1.0
+        for shares, index in (("centring_shares", "specialisation"), ("channel_shares", "energy_specialisation")):
+            m = np.array(r[shares], dtype=float)
+            assert m.shape == (2, 2) and np.allclose(m.sum(axis=1), 1.0)
+            assert -1.0 <= r[index] <= 1.0
     assert full["parameters"] == T.load_run(tmp_path / "full")[0].num_parameters()
 
     # interrupted after the first evaluation's checkpoint, then resumed: same weights, same log

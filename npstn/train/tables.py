@@ -70,13 +70,13 @@ def addition_results_table(results: list[dict]) -> str:
         else:
             cell["bad"] += 1
         recs = (r.get("metrics") or {}).get("specialisation") or []
-        if recs and recs[-1].get("specialisation") is not None:
+        if recs and recs[-1].get("specialisation") is not None and "centring_shares" in recs[-1]:
             cell["spec"].append(recs[-1]["specialisation"])
     order = list(PAPER_TABLE4)
     keys = sorted(cells, key=lambda k: order.index(k) if k in order else len(order))
     lines = [f"MNIST addition, test error (%), mean +- std over seeds (runs); steps: "
              f"{', '.join(map(str, sorted(steps)))}.", "",
-             "| model | npstn | paper | specialisation s |", "|---|---:|---:|---:|"]
+             "| model | npstn | paper | specialisation s (centring) |", "|---|---:|---:|---:|"]
     for key in keys:
         m, t, n = key
         name = ("2x" if n == 2 else "") + m.upper() + (f" {t}" if t else "")
