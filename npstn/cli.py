@@ -183,8 +183,20 @@ def _cmd_eval(args) -> int:
     err = evaluate(model, x, y, args.batch_size)
     result = {"test_error_percent": err, "test_images": int(len(y)),
               "weights": "checkpoint" if args.checkpoint else "final", "run": str(args.run_dir)}
+    spec = None
+    if config.task == "addition" and getattr(model, "transformers", None):
+        from npstn.addition import specialisation_report
+        from npstn.train.loop import SPECIALISATION_IMAGES
+
+        norm = run_input_norm(args.run_dir)  # as in training: a black pixel is -mean/std
+        spec = specialisation_report(model, x[:SPECIALISATION_IMAGES],
+                                     background=-norm["mean"] / norm["std"] if norm else 0.0)
+        result["specialisation"] = spec
     atomic_write_json(Path(args.run_dir) / "eval.json", result)
     print(f"{config.describe()}: test error {err:.2f}% on {len(y)} test images ({args.run_dir})")
+    if spec is not None and spec["specialisation"] is not None:
+        print(f"specialisation on the first {min(SPECIALISATION_IMAGES, len(y))} test pairs: "
+              f"s = {spec['specialisation']:+.3f} (centring), {spec['energy_specialisation']:+.3f} (energy)")
     return 0
 
 

@@ -103,7 +103,13 @@ def test_cli_train_eval_viz(tmp_path, synthetic, capsys):
     cfg = json.loads((run / "config.json").read_text())
     assert (cfg["task"], cfg["transformers"]) == ("addition", 2)
     assert main(["eval", str(run)]) == 0
-    assert "2xST-FCN (affine) on MNIST addition: test error" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "2xST-FCN (affine) on MNIST addition: test error" in out
+    ev = json.loads((run / "eval.json").read_text())
+    last = json.loads((run / "metrics.json").read_text())["specialisation"][-1]
+    assert ev["specialisation"] == {k: v for k, v in last.items() if k != "step"}  # the final weights' record
+    if ev["specialisation"]["specialisation"] is not None:
+        assert "(centring)" in out
     assert main(["viz", str(run), "--n", "3"]) == 0
     names = sorted(p.name for p in (run / "viz").iterdir())
     assert names == ["curves.png", "specialisation.png", "transformations.png"]
