@@ -131,7 +131,8 @@ def test_reproduce_report_redraws_table_and_figure_from_run_folders(synthetic, t
         (out / f).unlink()
     capsys.readouterr()
     assert main(["reproduce", "table1", "--report", "--out", str(out)]) == 0
-    assert "| FCN |" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "| FCN |" in printed and "| ST-CNN affine | owed (GPU) |" in printed  # every cell of Table 1
     assert all((out / f).is_file() for f in ("results.md", "results.png", "results.json"))
     assert main(["reproduce", "table1", "--report", "--out", str(tmp_path / "empty")]) == 2
     assert "no finished runs" in capsys.readouterr().err

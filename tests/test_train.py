@@ -218,6 +218,14 @@ def test_results_table_reports_mean_and_paper():
     assert "| ST-FCN tps | 3.00 (1) | 0.8 |" in text
     assert "Best published replications" not in text  # none on RTS
     assert "3.8 (a Caffe replication)" in T.results_table([r("fcn", "affine", "r", 3.0, 0)])
+    # complete: every cell of the paper's Table 1, the unmeasured ones owed (the CNN rows to a GPU)
+    full = T.results_table([r("fcn", "affine", "rts", 10.0, 0)], complete=True)
+    head = "| model | R npstn | R paper | RTS npstn | RTS paper | P npstn | P paper | E npstn | E paper | TC npstn | TC paper |"
+    assert head in full
+    assert "| FCN | owed | 2.1 | 10.00 (1) | 5.2 | owed | 3.1 | owed | 3.2 | owed | 13.2 |" in full
+    assert "| ST-CNN tps | owed (GPU) | 0.7 | owed (GPU) | 0.5 | owed (GPU) | 0.8 | owed (GPU) | 1.1 |  |  |" in full
+    assert full.count("\n| ") == 1 + 8  # the header and the paper's eight rows
+    assert "owed" not in T.results_table([r("fcn", "affine", "rts", 10.0, 0)])
 
 
 def test_reproduce_regenerates_table_and_figure_from_run_folders(synthetic, tmp_path):

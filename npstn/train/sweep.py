@@ -245,10 +245,11 @@ def _report(i: int, n: int, config: TrainConfig, r: dict, progress: bool) -> Non
 
 
 
-def _write_sweep_results(root: Path, results: list[dict]) -> None:
-    """``results.json``, ``results.md`` (the table) and ``results.png`` (:func:`npstn.viz.plot_table1`)."""
+def _write_sweep_results(root: Path, results: list[dict], complete: bool = False) -> None:
+    """``results.json``, ``results.md`` (the table; ``complete``: every cell of the paper's Table 1,
+    see :func:`results_table`) and ``results.png`` (:func:`npstn.viz.plot_table1`)."""
     atomic_write_json(root / "results.json", results)
-    atomic_write_text(root / "results.md", results_table(results) + "\n")
+    atomic_write_text(root / "results.md", results_table(results, complete=complete) + "\n")
     from npstn.viz import plot_table1
 
     plot_table1(results, root / "results.png")

@@ -41,13 +41,19 @@ def _mean_cell(errs: list, bad: int) -> str:
 
 
 
-def results_table(results: list[dict]) -> str:
+def results_table(results: list[dict], *, complete: bool = False) -> str:
     """A Markdown table: mean test error (%) +- std over seeds per (model, transform) x distortion,
     beside the paper's Table 1 numbers; MNIST-addition runs get their own table beside Table 4
-    (:func:`addition_results_table`)."""
+    (:func:`addition_results_table`).
+
+    ``complete``: the Table 1 part has every row and column of the paper's
+    Table 1, and a cell without a finished run says so: "owed", or "owed
+    (GPU)" in the CNN and ST-CNN rows (a CNN step takes about a second on a
+    CPU, so 150k steps are a GPU's work)."""
     addition = [r for r in results if _is_addition(r)]
     rest = [r for r in results if not _is_addition(r)]
-    parts = ([_table1(rest)] if rest or not addition else []) + ([addition_results_table(addition)] if addition else [])
+    parts = (([_table1(rest, complete=complete)] if rest or complete or not addition else [])
+             + ([addition_results_table(addition)] if addition else []))
     return "\n\n".join(parts)
 
 
@@ -88,7 +94,7 @@ def addition_results_table(results: list[dict]) -> str:
 
 
 
-def _table1(results: list[dict]) -> str:
+def _table1(results: list[dict], complete: bool = False) -> str:
     """:func:`results_table` for distorted-MNIST runs (Table 1)."""
     cells: dict = {}
     steps = set()
@@ -101,10 +107,12 @@ def _table1(results: list[dict]) -> str:
             cell["errs"].append(r["test_error_percent"])
         else:
             cell["bad"] += 1
-    dists = [d for d in INPUT_SIZES if any(d in v for v in cells.values())]
+    dists = [d for d in INPUT_SIZES if any(d in v for v in cells.values())
+             or (complete and any(d in v for v in PAPER_TABLE1.values()))]
     order = {m: i for i, m in enumerate(MODELS)}
     torder = {t: i for i, t in enumerate(TRANSFORM_NAMES)}
-    keys = sorted(cells, key=lambda k: (order[k[0]], torder.get(k[1], -1)))
+    keys = sorted(set(cells) | (set(PAPER_TABLE1) if complete else set()),
+                  key=lambda k: (order[k[0]], torder.get(k[1], -1)))
     head = "| model | " + " | ".join(f"{d.upper()} npstn | {d.upper()} paper" for d in dists) + " |"
     lines = [f"Test error (%), mean +- std over seeds (runs); steps: {', '.join(map(str, sorted(steps)))}.",
              "", head, "|---|" + "---:|---:|" * len(dists)]
@@ -112,12 +120,14 @@ def _table1(results: list[dict]) -> str:
         name = key[0].upper() + (f" {key[1]}" if key[1] else "")
         row = []
         for d in dists:
-            cell = cells[key].get(d)
-            if cell is None:
-                row.append("")
-            else:
-                row.append(_mean_cell(cell["errs"], cell["bad"]))
+            cell = cells.get(key, {}).get(d)
             paper = PAPER_TABLE1.get(key, {}).get(d)
+            if cell is not None:
+                row.append(_mean_cell(cell["errs"], cell["bad"]))
+            elif complete and paper is not None:
+                row.append("owed (GPU)" if "cnn" in key[0] else "owed")
+            else:
+                row.append("")
             row.append("" if paper is None else f"{paper}")
         lines.append(f"| {name} | " + " | ".join(row) + " |")
     reps = [f"{k[0].upper()}{' ' + k[1] if k[1] else ''} on {d.upper()}: {err} ({who})"
