@@ -373,7 +373,7 @@ def _cmd_reproduce(args) -> int:
         if not results:
             return A.fail("npstn reproduce", f"--out {args.out}: no finished runs there (no metrics.json of a "
                           "finished run); train them first with the same command without --report")
-        _write_sweep_results(Path(args.out), results, complete=not table4)  # every Table 1 cell, owed ones too
+        _write_sweep_results(Path(args.out), results, complete=True)  # every cell of the table, owed ones too
         print((Path(args.out) / "results.md").read_text())
         print(f"npstn reproduce: {len(results)} finished runs; {args.out}/results.md, results.json, results.png")
         return 0

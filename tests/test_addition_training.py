@@ -148,6 +148,9 @@ def test_reproduce_table4_grid_and_report(tmp_path, synthetic, capsys):
     assert "MNIST addition" in text and "| 2xST-FCN affine |" in text and "| 9.0 |" in text
     assert (out / "results.png").is_file()
     assert main(["reproduce", "table4", "--report", "--out", str(out)]) == 0
+    text = (out / "results.md").read_text()  # --report: every row of Table 4, the unmeasured ones owed
+    assert "| CNN | owed (GPU) | 14.7 |  |" in text and "| 2xST-FCN tps | owed | 5.8 |  |" in text
+    assert "| 2xST-FCN affine | owed" not in text and "RTS npstn" not in text
     # --budget reaches every run's configuration and model
     out2 = tmp_path / "t4b"
     assert main(["reproduce", "table4", "--models", "fcn", "--seeds", "1", "--steps", "1", "--batch-size", "4",

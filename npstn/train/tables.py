@@ -46,21 +46,22 @@ def results_table(results: list[dict], *, complete: bool = False) -> str:
     beside the paper's Table 1 numbers; MNIST-addition runs get their own table beside Table 4
     (:func:`addition_results_table`).
 
-    ``complete``: the Table 1 part has every row and column of the paper's
-    Table 1, and a cell without a finished run says so: "owed", or "owed
+    ``complete``: each table has every row (and Table 1 every column) of the
+    paper's, and a cell without a finished run says so: "owed", or "owed
     (GPU)" in the CNN and ST-CNN rows (a CNN step takes about a second on a
     CPU, so 150k steps are a GPU's work)."""
     addition = [r for r in results if _is_addition(r)]
     rest = [r for r in results if not _is_addition(r)]
-    parts = (([_table1(rest, complete=complete)] if rest or complete or not addition else [])
-             + ([addition_results_table(addition)] if addition else []))
+    parts = (([_table1(rest, complete=complete)] if rest or not addition else [])
+             + ([addition_results_table(addition, complete=complete)] if addition else []))
     return "\n\n".join(parts)
 
 
 
-def addition_results_table(results: list[dict]) -> str:
+def addition_results_table(results: list[dict], complete: bool = False) -> str:
     """MNIST addition (Table 4): mean test error (%) +- std over seeds per model, beside the paper's,
-    with the last recorded specialisation index s of each 2xST run (see :mod:`npstn.addition`)."""
+    with the last recorded specialisation index s of each 2xST run (see :mod:`npstn.addition`).
+    ``complete``: every row of the paper's Table 4, unmeasured ones "owed" ("owed (GPU)": the CNN)."""
     from npstn.addition import PAPER_TABLE4
 
     cells: dict = {}
@@ -79,7 +80,8 @@ def addition_results_table(results: list[dict]) -> str:
         if recs and recs[-1].get("specialisation") is not None and "centring_shares" in recs[-1]:
             cell["spec"].append(recs[-1]["specialisation"])
     order = list(PAPER_TABLE4)
-    keys = sorted(cells, key=lambda k: order.index(k) if k in order else len(order))
+    keys = sorted(set(cells) | (set(order) if complete else set()),
+                  key=lambda k: order.index(k) if k in order else len(order))
     lines = [f"MNIST addition, test error (%), mean +- std over seeds (runs); steps: "
              f"{', '.join(map(str, sorted(steps)))}.", "",
              "| model | npstn | paper | specialisation s (centring) |", "|---|---:|---:|---:|"]
@@ -87,6 +89,9 @@ def addition_results_table(results: list[dict]) -> str:
         m, t, n = key
         name = ("2x" if n == 2 else "") + m.upper() + (f" {t}" if t else "")
         paper = PAPER_TABLE4.get(key)
+        if key not in cells:
+            lines.append(f"| {name} | {'owed (GPU)' if m == 'cnn' else 'owed'} | {paper} |  |")
+            continue
         spec = ", ".join(f"{v:+.2f}" for v in cells[key]["spec"]) if cells[key]["spec"] else ""
         lines.append(f"| {name} | {_mean_cell(cells[key]['errs'], cells[key]['bad'])} | "
                      f"{'' if paper is None else paper} | {spec} |")
