@@ -113,22 +113,40 @@ def channel_energy_shares(model, x, *, background: float = 0.0, per_sample: bool
     sts = _transformers_of(model)
     x = _check_batch("channel_energy_shares", x)
     background = _check_background("channel_energy_shares", background)
-    from npstn import functional as F
+    return _energy_shares(_run(sts, x), background, per_sample)
+
+
+def _run(sts, x) -> list:
+    """Each transformer run once on ``x``: ``[(st, x_in, V, grid)]``, all on the host.
+
+    ``x_in`` is ``x`` in the transformer's own precision (what it saw); a
+    transformer on the GPU gets it on the device and hands V and its grid back.
+    """
     from npstn._device import is_device_array, to_device, to_host
 
-    energies = []
+    runs = []
     for st in sts:
         params = st.parameters()
         dtype = params[0].data.dtype if params else x.dtype  # the transformer's own precision
         xin = np.ascontiguousarray(x, dtype=dtype)
-        on_device = st.device == "cuda"
-        v = st(to_device(xin) if on_device else xin)
+        v = st(to_device(xin) if st.device == "cuda" else xin)
         v = to_host(v) if is_device_array(v) else np.asarray(v)
+        grid = to_host(st.grid) if is_device_array(st.grid) else np.asarray(st.grid)
+        runs.append((st, xin, v, grid))
+    return runs
+
+
+def _energy_shares(runs, background: float, per_sample: bool) -> np.ndarray:
+    """:func:`channel_energy_shares` of transformers already run (:func:`_run`)."""
+    from npstn import functional as F
+
+    energies = []
+    for st, xin, v, grid in runs:
         if background != 0.0:  # the ink: x - background sampled on the grid the transformer computed from x
-            grid = to_host(st.grid) if is_device_array(st.grid) else st.grid
             ink = np.ascontiguousarray(xin - np.asarray(background, dtype=xin.dtype))
             v = F.grid_sample(ink, grid, mode=st.mode, padding_mode=st.padding_mode,
-                              align_corners=st.align_corners, backend="numpy" if on_device else st.backend)
+                              align_corners=st.align_corners,
+                              backend="numpy" if st.device == "cuda" else st.backend)
         e = np.square(v.astype(np.float64)).sum(axis=(2, 3))  # (N, C)
         energies.append(e)
     e = np.stack(energies, axis=1)  # (N, K, C)
@@ -188,15 +206,13 @@ def window_centres(model, x) -> np.ndarray:
     """
     sts = _transformers_of(model)
     x = _check_batch("window_centres", x)
-    from npstn._device import is_device_array, to_device, to_host
+    return _window_centres(_run(sts, x))
 
+
+def _window_centres(runs) -> np.ndarray:
+    """:func:`window_centres` of transformers already run (:func:`_run`)."""
     centres = []
-    for st in sts:
-        params = st.parameters()
-        dtype = params[0].data.dtype if params else x.dtype
-        xin = np.ascontiguousarray(x, dtype=dtype)
-        st(to_device(xin) if st.device == "cuda" else xin)
-        grid = to_host(st.grid) if is_device_array(st.grid) else np.asarray(st.grid)
+    for _, _, _, grid in runs:
         ho, wo = grid.shape[1:3]
         rows = slice((ho - 1) // 2, ho // 2 + 1)
         cols = slice((wo - 1) // 2, wo // 2 + 1)
@@ -214,10 +230,15 @@ def centring_shares(model, x, *, background: float = 0.0, per_sample: bool = Fal
     Images with a channel without ink are left out (per sample: NaN rows).
     See the module doc.
     """
+    sts = _transformers_of(model)
     x = _check_batch("centring_shares", x)
     b = _check_background("centring_shares", background)
-    centres = window_centres(model, x)                               # (N, K, 2)
-    ink = ink_centroids(x, background=b)                             # (N, C, 2)
+    return _centring_shares(_window_centres(_run(sts, x)), x, b, per_sample)
+
+
+def _centring_shares(centres, x, background: float, per_sample: bool) -> np.ndarray:
+    """:func:`centring_shares` from the window centres (N, K, 2) of the transformers run on ``x``."""
+    ink = ink_centroids(x, background=background)                    # (N, C, 2)
     d = np.linalg.norm(centres[:, :, None, :] - ink[:, None, :, :], axis=-1)  # (N, K, C)
     valid = np.isfinite(ink).all(axis=(1, 2))                        # every channel has ink
     nearest = np.where(valid[:, None, None], d, 0.0)
@@ -262,7 +283,11 @@ def specialisation_report(model, x, *, background: float = 0.0) -> dict:
         s = specialisation_index(m) if m.shape == (2, 2) else None
         return None if s is None or not np.isfinite(s) else s
 
-    a = centring_shares(model, x, background=background)
-    m = channel_energy_shares(model, x, background=background)
+    sts = _transformers_of(model)
+    x = _check_batch("specialisation_report", x)
+    background = _check_background("specialisation_report", background)
+    runs = _run(sts, x)  # each transformer runs once for both measures
+    a = _centring_shares(_window_centres(runs), x, background, per_sample=False)
+    m = _energy_shares(runs, background, per_sample=False)
     return {"centring_shares": clean(a), "specialisation": index(a),
             "channel_shares": clean(m), "energy_specialisation": index(m)}

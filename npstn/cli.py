@@ -179,18 +179,16 @@ def _cmd_eval(args) -> int:
 
     model, config = load_run(args.run_dir, weights="checkpoint" if args.checkpoint else "final")
     x, y = train_data.load_test_for(config, args.data_dir)
-    x = standardize(x, run_input_norm(args.run_dir))
+    norm = run_input_norm(args.run_dir)
+    x = standardize(x, norm)
     err = evaluate(model, x, y, args.batch_size)
     result = {"test_error_percent": err, "test_images": int(len(y)),
               "weights": "checkpoint" if args.checkpoint else "final", "run": str(args.run_dir)}
     spec = None
     if config.task == "addition" and getattr(model, "transformers", None):
-        from npstn.addition import specialisation_report
-        from npstn.train.loop import SPECIALISATION_IMAGES
+        from npstn.train.loop import SPECIALISATION_IMAGES, measure_specialisation
 
-        norm = run_input_norm(args.run_dir)  # as in training: a black pixel is -mean/std
-        spec = specialisation_report(model, x[:SPECIALISATION_IMAGES],
-                                     background=-norm["mean"] / norm["std"] if norm else 0.0)
+        spec = measure_specialisation(model, x, norm)  # as the run records it
         result["specialisation"] = spec
     atomic_write_json(Path(args.run_dir) / "eval.json", result)
     print(f"{config.describe()}: test error {err:.2f}% on {len(y)} test images ({args.run_dir})")

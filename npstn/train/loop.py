@@ -301,15 +301,20 @@ SPECIALISATION_IMAGES = 1000
 
 
 
-def _specialisation(model, x_test, step: int, norm: dict | None = None) -> dict:
-    """``{"step", "channel_shares", "specialisation"}``: :func:`npstn.addition.specialisation_report`
-    on the first :data:`SPECIALISATION_IMAGES` test pairs (how far the transformers divide the digits).
-    With standardised inputs (``norm``) a black pixel is -mean/std: only ink counts as energy."""
+def measure_specialisation(model, x_test, norm: dict | None = None) -> dict:
+    """:func:`npstn.addition.specialisation_report` on the first :data:`SPECIALISATION_IMAGES` test
+    pairs (how far the transformers divide the digits), as a run records it at each evaluation and
+    ``npstn eval`` on its final weights. With standardised inputs (``norm``) a black pixel is
+    -mean/std: only ink counts."""
     from npstn.addition import specialisation_report
 
     background = -norm["mean"] / norm["std"] if norm else 0.0
-    return {"step": int(step), **specialisation_report(model, x_test[:SPECIALISATION_IMAGES],
-                                                       background=background)}
+    return specialisation_report(model, x_test[:SPECIALISATION_IMAGES], background=background)
+
+
+def _specialisation(model, x_test, step: int, norm: dict | None = None) -> dict:
+    """``{"step", ...}``: :func:`measure_specialisation` at a step of training."""
+    return {"step": int(step), **measure_specialisation(model, x_test, norm)}
 
 
 

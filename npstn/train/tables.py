@@ -33,6 +33,12 @@ def _is_addition(r: dict) -> bool:
 
 
 
+def _owed(model: str) -> str:
+    """The cell of a table cell without a finished run (a CNN's: 150k steps are a GPU's work)."""
+    return "owed (GPU)" if "cnn" in model else "owed"
+
+
+
 def _mean_cell(errs: list, bad: int) -> str:
     e = np.array(errs)
     txt = (f"{e.mean():.2f} +- {e.std():.2f} ({len(e)})" if len(e) > 1
@@ -90,7 +96,7 @@ def addition_results_table(results: list[dict], complete: bool = False) -> str:
         name = ("2x" if n == 2 else "") + m.upper() + (f" {t}" if t else "")
         paper = PAPER_TABLE4.get(key)
         if key not in cells:
-            lines.append(f"| {name} | {'owed (GPU)' if m == 'cnn' else 'owed'} | {paper} |  |")
+            lines.append(f"| {name} | {_owed(m)} | {paper} |  |")
             continue
         spec = ", ".join(f"{v:+.2f}" for v in cells[key]["spec"]) if cells[key]["spec"] else ""
         lines.append(f"| {name} | {_mean_cell(cells[key]['errs'], cells[key]['bad'])} | "
@@ -130,7 +136,7 @@ def _table1(results: list[dict], complete: bool = False) -> str:
             if cell is not None:
                 row.append(_mean_cell(cell["errs"], cell["bad"]))
             elif complete and paper is not None:
-                row.append("owed (GPU)" if "cnn" in key[0] else "owed")
+                row.append(_owed(key[0]))
             else:
                 row.append("")
             row.append("" if paper is None else f"{paper}")
