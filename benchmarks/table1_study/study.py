@@ -4,6 +4,7 @@ Usage (``NPSTN_DATA_DIR`` pointing at MNIST)::
 
     python benchmarks/table1_study/study.py reading  RUN [RUN ...]  [--json OUT]
     python benchmarks/table1_study/study.py generator RUN           [--json OUT]
+    python benchmarks/table1_study/study.py errors RUN [RUN ...]    [--json OUT]
     python benchmarks/table1_study/study.py runs ROOT               [--json OUT]
 
 ``reading``: for each finished run folder, how the number is read:
@@ -28,6 +29,23 @@ other ways from the same test digits and the same random parameters:
 * the share of test digits that lose ink over the canvas edge under each
   placement (rendered on a canvas twice as large with the same parameters);
 * R: the share of digits whose rotated ink is clipped by the 28x28 frame.
+
+``errors``: where a trained R or RTS model's test errors fall (no retraining).
+Each test digit's own distortion (angle, scale, offset) is redrawn exactly
+as the test set drew it, and the errors are binned by |angle| and by scale.
+For an ST model, also how well the transformer undoes the distortion: the
+composite map from the ST's output to the undistorted 28x28 digit,
+``M q + t`` with ``M = A_d A_st`` and ``t = A_d b_st + b_d`` (``A_d, b_d``
+the test digit's own RTS or R map)
+(normalised coordinates), is the pose in which the classifier sees the
+digit; a transformer that canonicalises perfectly makes it the same for
+every digit. Reported: the spread over the test set of its rotation
+(degrees), of its scale (sqrt|det M|, as a percentage of the median) and
+of its translation (source pixels), for the correctly and the wrongly
+classified digits; how much of the distortion the transformer undoes (the
+slope of its own rotation on the digit's, negated, and of its log-scale on
+the digit's: 1 for all of it, 0 for none); and how large the digit is in
+the classifier's input (the 28 px frame, after the 2x2 average pool).
 
 ``runs``: a Markdown table of every finished run under ROOT (config
 differences from the baseline, final and best test error, train error).
@@ -184,6 +202,127 @@ def print_generator(res) -> None:
         print(f"| {k} | {v['test_error_percent']:.2f} | {clip} | {v['note']} |")
 
 
+# --------------------------------------------------------------------------- where the errors fall
+
+ANGLE_BINS = {"rts": (0, 15, 30, 45), "r": (0, 30, 60, 90)}   # |angle| in degrees
+SCALE_BINS = (0.7, 0.8, 0.9, 1.0, 1.1, 1.2)                    # RTS only
+
+
+def _rotation_scale(a):
+    """Rotation angle (deg) and scale sqrt|det| of 2x2 linear maps ``a`` (N, 2, 2)."""
+    angle = np.degrees(np.arctan2(a[:, 1, 0] - a[:, 0, 1], a[:, 0, 0] + a[:, 1, 1]))
+    return angle, np.sqrt(np.abs(np.linalg.det(a)))
+
+
+def _pose(theta_st, theta_dist):
+    """Rotation (deg), scale and translation (source px) of the composite map ST output -> source digit.
+
+    ``theta_st`` (N, 2, 3) maps the ST's output to the canvas, ``theta_dist``
+    (N, 2, 3) the canvas to the undistorted 28x28 digit (both normalised).
+    """
+    a_st, b_st = theta_st[:, :, :2], theta_st[:, :, 2]
+    a_d, b_d = theta_dist[:, :, :2], theta_dist[:, :, 2]
+    angle, scale = _rotation_scale(a_d @ a_st)
+    t = np.einsum("nij,nj->ni", a_d, b_st) + b_d
+    return angle, scale, t * (D.SOURCE_SIZE / 2.0)
+
+
+def _spread(angle, scale, shift) -> dict:
+    med = np.median(scale)
+    return {"n": int(len(angle)), "angle_sd_deg": float(np.std(angle)),
+            "scale_sd_percent": float(100 * np.std(scale / med)),
+            "shift_sd_px": float(np.sqrt(np.mean(np.sum((shift - shift.mean(axis=0)) ** 2, axis=1)))),
+            "angle_abs_p95_deg": float(np.percentile(np.abs(angle - np.median(angle)), 95))}
+
+
+def _binned(values, wrong, edges) -> list[dict]:
+    out = []
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        inside = (values >= lo) & (values < hi) if hi != edges[-1] else (values >= lo) & (values <= hi)
+        out.append({"bin": [lo, hi], "n": int(inside.sum()), "error_percent": float(100 * wrong[inside].mean())})
+    return out
+
+
+def errors(run) -> dict:
+    model, config, norm = _model(run)
+    name = config.distortion
+    if name not in ANGLE_BINS:
+        raise SystemExit(f"errors: the analysis covers R and RTS runs, not {name!r} ({run})")
+    size = D.canvas_size(name)
+    images, _ = _load_split("test", None)
+    x, y = T.load_test_set(name)
+    rng = np.random.default_rng(TEST_SEED)  # the test set's own draws (same rng use)
+    if name == "rts":
+        params = D._draw_rts(len(images), rng, size)
+        theta_dist = D._theta_rts(params, size)
+    else:
+        params = D._draw_r(len(images), rng)
+        theta_dist = D._theta_r(params, size)
+    xs = T.standardize(x, norm)
+    model.eval()
+    pred, thetas = [], []
+    st = model.transformer if model.transformers else None
+    for i in range(0, len(y), 500):
+        pred.append(model(np.ascontiguousarray(xs[i:i + 500], np.float32)).argmax(axis=1))
+        if st is not None:
+            thetas.append(np.asarray(st.theta, np.float64).reshape(len(pred[-1]), -1))
+    wrong = np.concatenate(pred) != y
+    res = {"run": str(run), "distortion": name, "model": config.model, "transform": config.transform,
+           "test_error_percent": float(100 * wrong.mean()),
+           "by_angle": _binned(np.abs(params["angle"]), wrong, ANGLE_BINS[name])}
+    if name == "rts":
+        res["by_scale"] = _binned(params["scale"], wrong, SCALE_BINS)
+    if st is not None and config.transform == "affine":
+        theta = np.concatenate(thetas).reshape(-1, 2, 3)
+        angle, scale, shift = _pose(theta, theta_dist)
+        res["pose"] = {"all": _spread(angle, scale, shift),
+                       "correct": _spread(angle[~wrong], scale[~wrong], shift[~wrong]),
+                       "wrong": _spread(angle[wrong], scale[wrong], shift[wrong])}
+        # how much of the distortion the transformer undoes: the slope of its own rotation on the
+        # digit's (-1: all of it, 0: none) and of its scale on the digit's (1: all of it, 0: none)
+        st_angle, st_scale = _rotation_scale(theta[:, :, :2])
+        res["rotation_undone"] = float(-np.polyfit(params["angle"], st_angle, 1)[0])
+        res["input_rotation_sd_deg"] = float(np.std(params["angle"]))
+        if name == "rts":
+            res["scale_undone"] = float(np.polyfit(params["scale"], st_scale, 1)[0] / np.median(st_scale)
+                                        * np.median(params["scale"]))
+            res["input_scale_sd_percent"] = float(100 * np.std(params["scale"] / np.median(params["scale"])))
+            off = params["offset"] / params["scale"][:, None]  # canvas px -> source px
+            res["input_shift_sd_px"] = float(np.sqrt(np.mean(np.sum((off - off.mean(axis=0)) ** 2, axis=1))))
+        # the 28 px frame in the classifier's input: 2/scale of the ST output's 2 units (then the 2x2 pool)
+        out = size // 2 if model.downsample is not None else size
+        res["digit_frame_px_in_classifier_input"] = float(out / np.median(scale))
+    return res
+
+
+def print_errors(rows) -> None:
+    for r in rows:
+        label = r["model"] + (f" {r['transform']}" if r["model"].startswith("st") else "")
+        print(f"\n{r['run']} ({r['distortion'].upper()} {label}): {r['test_error_percent']:.2f}% test error\n")
+        print("| abs(angle) | " + " | ".join(f"{b['bin'][0]}-{b['bin'][1]} deg" for b in r["by_angle"]) + " |")
+        print("|---|" + "---:|" * len(r["by_angle"]))
+        print("| error % | " + " | ".join(f"{b['error_percent']:.2f}" for b in r["by_angle"]) + " |")
+        if "by_scale" in r:
+            print("\n| scale | " + " | ".join(f"{b['bin'][0]:.1f}-{b['bin'][1]:.1f}" for b in r["by_scale"]) + " |")
+            print("|---|" + "---:|" * len(r["by_scale"]))
+            print("| error % | " + " | ".join(f"{b['error_percent']:.2f}" for b in r["by_scale"]) + " |")
+        if "pose" in r:
+            undone = f"rotation undone: {r['rotation_undone']:.2f}"
+            if "scale_undone" in r:
+                undone += f", scale undone: {r['scale_undone']:.2f}"
+            print(f"\nShare of the distortion the transformer undoes (1: all, 0: none): {undone}. "
+                  f"The digit's 28 px frame spans {r['digit_frame_px_in_classifier_input']:.1f} px of the "
+                  "classifier's input (median). Its pose there, spread over the test set (the input's: "
+                  f"rotation sd {r['input_rotation_sd_deg']:.1f} deg"
+                  + (f", scale sd {r['input_scale_sd_percent']:.1f}%, shift sd {r['input_shift_sd_px']:.1f} px"
+                     if "input_shift_sd_px" in r else "") + "):\n")
+            print("| digits | n | rotation sd (deg) | 95th pct abs(rotation) (deg) | scale sd (%) | shift sd (px) |")
+            print("|---|---:|---:|---:|---:|---:|")
+            for k, v in r["pose"].items():
+                print(f"| {k} | {v['n']} | {v['angle_sd_deg']:.2f} | {v['angle_abs_p95_deg']:.2f} | "
+                      f"{v['scale_sd_percent']:.2f} | {v['shift_sd_px']:.2f} |")
+
+
 # --------------------------------------------------------------------------- all runs
 _BASE = T.TrainConfig()
 
@@ -222,9 +361,11 @@ def main(argv=None) -> int:
     a.add_argument("runs", nargs="+")
     g = sub.add_parser("generator")
     g.add_argument("run")
+    e = sub.add_parser("errors")
+    e.add_argument("runs", nargs="+")
     r = sub.add_parser("runs")
     r.add_argument("root")
-    for s in (a, g, r):
+    for s in (a, g, e, r):
         s.add_argument("--json", default=None)
     args = p.parse_args(argv)
     if args.cmd == "reading":
@@ -233,6 +374,9 @@ def main(argv=None) -> int:
     elif args.cmd == "generator":
         res = generator(args.run)
         print_generator(res)
+    elif args.cmd == "errors":
+        res = [errors(run) for run in args.runs]
+        print_errors(res)
     else:
         res = runs_table(args.root)
         print_runs(res)
