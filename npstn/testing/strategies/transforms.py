@@ -62,52 +62,42 @@ def _rng_and_mode(draw, mode):
     return np.random.default_rng(draw(st.integers(0, 2**32 - 1))), mode
 
 
+def _near_or_wide(draw, identity, n, dtype, mode, noise: float, scale: float) -> np.ndarray:
+    """theta (N, *identity.shape), float64: ``identity`` + U(-noise, noise) in mode
+    "near_identity", else U(-scale, scale) entries. The one recipe of every
+    strategy below (which draws the mode, the seed and N in this order)."""
+    rng, mode = _rng_and_mode(draw, mode)
+    n = _batch(draw, n)
+    identity = np.asarray(identity, dtype=np.float64)
+    shape = (n, *identity.shape)
+    if mode == "near_identity":
+        return identity + rng.uniform(-noise, noise, shape)
+    return rng.uniform(-scale, scale, shape)
+
+
 @st.composite
 def affine_thetas(draw, n=None, dtype=np.float64, mode=None, noise: float = 0.1, scale: float = 2.0):
     """theta (N, 2, 3): identity + U(-noise, noise), or U(-scale, scale) entries."""
-    rng, mode = _rng_and_mode(draw, mode)
-    n = _batch(draw, n)
-    if mode == "near_identity":
-        theta = np.eye(2, 3) + rng.uniform(-noise, noise, (n, 2, 3))
-    else:
-        theta = rng.uniform(-scale, scale, (n, 2, 3))
-    return theta.astype(dtype)
+    return _near_or_wide(draw, np.eye(2, 3), n, dtype, mode, noise, scale).astype(dtype)
 
 
 @st.composite
 def affine3d_thetas(draw, n=None, dtype=np.float64, mode=None, noise: float = 0.1, scale: float = 2.0):
     """theta (N, 3, 4) of the 3D affine transform: identity + U(-noise, noise), or U(-scale, scale) entries."""
-    rng, mode = _rng_and_mode(draw, mode)
-    n = _batch(draw, n)
-    if mode == "near_identity":
-        theta = np.eye(3, 4) + rng.uniform(-noise, noise, (n, 3, 4))
-    else:
-        theta = rng.uniform(-scale, scale, (n, 3, 4))
-    return theta.astype(dtype)
+    return _near_or_wide(draw, np.eye(3, 4), n, dtype, mode, noise, scale).astype(dtype)
 
 
 @st.composite
 def attention_thetas(draw, n=None, dtype=np.float64, mode=None, noise: float = 0.1, scale: float = 2.0):
     """theta (N, 3) = (s, t_x, t_y): (1, 0, 0) + noise, or U(-scale, scale)."""
-    rng, mode = _rng_and_mode(draw, mode)
-    n = _batch(draw, n)
-    if mode == "near_identity":
-        theta = np.array([1.0, 0.0, 0.0]) + rng.uniform(-noise, noise, (n, 3))
-    else:
-        theta = rng.uniform(-scale, scale, (n, 3))
-    return theta.astype(dtype)
+    return _near_or_wide(draw, [1.0, 0.0, 0.0], n, dtype, mode, noise, scale).astype(dtype)
 
 
 @st.composite
 def projective_thetas(draw, n=None, dtype=np.float64, mode=None, noise: float = 0.1,
                       scale: float = 2.0, max_perspective: float = 0.5):
     """theta (N, 8) = (a, ..., h) with |g| + |h| <= max_perspective (so w >= 1 - max_perspective)."""
-    rng, mode = _rng_and_mode(draw, mode)
-    n = _batch(draw, n)
-    if mode == "near_identity":
-        theta = np.array([1.0, 0, 0, 0, 1.0, 0, 0, 0]) + rng.uniform(-noise, noise, (n, 8))
-    else:
-        theta = rng.uniform(-scale, scale, (n, 8))
+    theta = _near_or_wide(draw, [1.0, 0, 0, 0, 1.0, 0, 0, 0], n, dtype, mode, noise, scale)
     gh = theta[:, 6:]
     l1 = np.abs(gh).sum(axis=1, keepdims=True)
     theta[:, 6:] = np.where(l1 > max_perspective, gh * (max_perspective / np.maximum(l1, 1e-300)), gh)
@@ -120,14 +110,8 @@ def tps_thetas(draw, n=None, num_control_points: int = 16, dtype=np.float64, mod
     """theta (N, K, 2): control points + U(-noise, noise), or U(-scale, scale) positions."""
     from npstn.functional.tps import tps_control_points
 
-    rng, mode = _rng_and_mode(draw, mode)
-    n = _batch(draw, n)
-    k = int(num_control_points)
-    if mode == "near_identity":
-        theta = tps_control_points(k)[None] + rng.uniform(-noise, noise, (n, k, 2))
-    else:
-        theta = rng.uniform(-scale, scale, (n, k, 2))
-    return theta.astype(dtype)
+    return _near_or_wide(draw, tps_control_points(int(num_control_points)), n, dtype, mode, noise,
+                         scale).astype(dtype)
 
 
 @st.composite
