@@ -3,7 +3,8 @@
 Tiny settings only: these tests check that the benchmarks run, print their
 table and write well-formed JSON, and that the PyTorch networks the training
 benchmark compares against are the same networks (so the comparison is like
-for like). They never assert on a time.
+for like), and the geometry of the Table 1 study's pose measure. They never
+assert on a time.
 """
 import importlib.util
 import json
@@ -219,3 +220,34 @@ def test_torch_twin_training_steps_match(model_name, transform):
     assert len(st_times) == 2 and all(t > 0 for t in st_times)
     for (name, p), tp in zip(model.named_parameters(), tmodel.parameters()):
         np.testing.assert_allclose(p.data, tp.detach().numpy(), rtol=1e-4, atol=1e-5, err_msg=name)
+
+
+def test_table1_study_pose_is_the_digits_pose_behind_the_transformer():
+    """study.py errors: the composite of a transformer's theta with the digit's own RTS map.
+
+    A transformer that inverts the distortion leaves the undistorted digit
+    (rotation 0, scale 1, no shift) and turns back by the digit's angle; one
+    that does nothing leaves the digit's rotation and scale in the pose.
+    """
+    spec = importlib.util.spec_from_file_location("_table1_study", REPO / "benchmarks" / "table1_study" / "study.py")
+    study = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(study)
+    from npstn.data import distortions as D
+
+    p = D._draw_rts(64, np.random.default_rng(3), 42)
+    theta_d = D._theta_rts(p, 42)
+    a_inv = np.linalg.inv(theta_d[:, :, :2])
+    inverse = np.concatenate([a_inv, -np.einsum("nij,nj->ni", a_inv, theta_d[:, :, 2])[:, :, None]], axis=2)
+    angle, scale, shift = study._pose(inverse, theta_d)
+    np.testing.assert_allclose(angle, 0, atol=1e-9)
+    np.testing.assert_allclose(scale, 1, rtol=1e-12)
+    np.testing.assert_allclose(shift, 0, atol=1e-9)
+    st_angle, st_scale = study._rotation_scale(inverse[:, :, :2])
+    np.testing.assert_allclose(st_angle, -p["angle"], rtol=1e-9)
+    np.testing.assert_allclose(st_scale * 1.5, p["scale"], rtol=1e-9)  # 42/28: canvas over source, normalised
+
+    identity = np.tile(np.eye(2, 3), (64, 1, 1))
+    angle, scale, shift = study._pose(identity, theta_d)
+    np.testing.assert_allclose(angle, p["angle"], rtol=1e-9)
+    np.testing.assert_allclose(scale, 1.5 / p["scale"], rtol=1e-9)
+    np.testing.assert_allclose(shift, theta_d[:, :, 2] * 14, rtol=1e-9)
