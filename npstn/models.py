@@ -98,6 +98,7 @@ __all__ = [
     "ADDITION_CLASSES",
     "ADDITION_BUDGET",
     "AdditionSpec",
+    "addition_budget",
     "addition_model_spec",
     "build_addition_model",
     "addition_parameter_table",
@@ -630,6 +631,25 @@ def _addition_params(model: str, side: int, p: int, transformers: int, width: in
             + _fcn_params(transformers * c * cls * cls, width, k))
 
 
+def addition_budget(side: int, budget: int | None = None) -> tuple[int | None, str]:
+    """The parameter count Table 4's models are matched to on a ``side`` x ``side`` input, and its source.
+
+    ``(budget, "given")`` when one is given; at the task's 42x42,
+    ``(ADDITION_BUDGET, "default")`` (npstn's, chosen by experiment); on
+    another side, the CNN with :data:`ANCHOR_FILTERS` filters on it,
+    ``(count, "cnn")``, or ``(None, "none")`` where that CNN does not fit.
+    """
+    if budget is not None:
+        if isinstance(budget, bool) or not isinstance(budget, (int, np.integer)) or budget < 1:
+            raise ValueError(f"budget must be a positive int (a parameter count), got {budget!r}")
+        return int(budget), "given"
+    if side == ADDITION_INPUT_SIZE:
+        return ADDITION_BUDGET, "default"
+    if min(_cnn_sides(side)) >= 1:
+        return _cnn_params(side, ADDITION_CHANNELS, ANCHOR_FILTERS, ADDITION_CLASSES), "cnn"
+    return None, "none"
+
+
 def addition_model_spec(name: str, transform: str = "affine", *, transformers: int = 1,
                         input_size: int | None = None, width: int | None = None,
                         budget: int | None = None) -> AdditionSpec:
@@ -656,18 +676,11 @@ def addition_model_spec(name: str, transform: str = "affine", *, transformers: i
                          "(9x9 conv, 2x2 pool, 7x7 conv, 2x2 pool need at least 21x21)")
     p = get_transform(transform).num_params if n_st else 0
     tname = get_transform(transform).name if n_st else None
-    if budget is not None:
-        if isinstance(budget, bool) or not isinstance(budget, (int, np.integer)) or budget < 1:
-            raise ValueError(f"budget must be a positive int (a parameter count), got {budget!r}")
-        target = int(budget)
-    elif side == ADDITION_INPUT_SIZE:
-        target = ADDITION_BUDGET
-    elif cnn_fits:
-        target = _cnn_params(side, ADDITION_CHANNELS, ANCHOR_FILTERS, ADDITION_CLASSES)
-    elif width is None:
-        raise ValueError(f"on a {side}x{side} input there is no anchor CNN to fix the budget; "
-                         "give width= or budget=")
-    else:
+    target, _ = addition_budget(side, budget)
+    if target is None:
+        if width is None:
+            raise ValueError(f"on a {side}x{side} input there is no anchor CNN to fix the budget; "
+                             "give width= or budget=")
         target = 0
 
     def count(w: int) -> int:
@@ -759,10 +772,8 @@ def format_addition_parameter_table(**kwargs) -> str:
     """:func:`addition_parameter_table` as a Markdown table."""
     rows = addition_parameter_table(**kwargs)
     side = rows[0]["input_size"]
-    anchor = ""
-    if kwargs.get("budget") is None:
-        anchor = (" (npstn's default)" if side == ADDITION_INPUT_SIZE
-                  else f" = CNN with {ANCHOR_FILTERS} filters")
+    anchor = {"default": " (npstn's default)", "cnn": f" = CNN with {ANCHOR_FILTERS} filters"}.get(
+        addition_budget(side, kwargs.get("budget"))[1], "")
     lines = [f"Parameter counts, MNIST addition ({ADDITION_CHANNELS}x{side}x{side} input, "
              f"{ADDITION_CLASSES} classes); budget{anchor} = {rows[0]['target']:,}",
              "",

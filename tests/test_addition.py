@@ -29,6 +29,7 @@ from npstn.models import (
     ADDITION_BUDGET,
     ADDITION_MODELS,
     AdditionSpec,
+    addition_budget,
     addition_model_spec,
     addition_parameter_table,
     build_addition_model,
@@ -247,6 +248,16 @@ def test_parameter_table_matches_every_model_to_the_budget():
     # another input size has no default budget but its own anchor CNN
     small = addition_model_spec("fcn", input_size=28)
     assert small.target == (64 * 2 * 81 + 64) + (64 * 64 * 49 + 64) + (64 * 2 * 2 * 19 + 19)
+    # the one rule behind the targets and the table's caption
+    assert addition_budget(42) == (ADDITION_BUDGET, "default")
+    assert addition_budget(42, anchor) == (anchor, "given")
+    assert addition_budget(28) == (small.target, "cnn")
+    assert addition_budget(8) == (None, "none")  # no CNN fits: width= must be given
+    assert "= CNN with 64 filters = " in format_addition_parameter_table(input_size=28)
+    assert "(npstn's default)" not in format_addition_parameter_table(budget=anchor)
+    for bad in (0, -1, True, 2.5):
+        with pytest.raises(ValueError, match="budget must be a positive int"):
+            addition_budget(42, bad)
 
 
 def test_two_transformer_model_structure():
