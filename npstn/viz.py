@@ -397,8 +397,15 @@ def plot_table1(results: list[dict], path, title: str | None = None) -> Path:
     ax.set_ylim(lo, hi)
     ax.set_xlabel("paper's test error (%)")
     ax.set_ylabel("npstn's test error (%), mean over seeds (bar: min-max)")
-    ax.set_title(title or "Table 1: npstn against the paper (markers: o R, s RTS, ^ P, D E, v TC"
-                 + (", * addition" if any(k[2] == "add" for k in cells) else "") + ")", fontsize=9)
+    if title is None:
+        addition = any(k[2] == "add" for k in cells)
+        distorted = any(k[2] != "add" for k in cells)
+        if addition and not distorted:
+            title = "Table 4 (MNIST addition): npstn against the paper"
+        else:
+            title = (("Tables 1 and 4" if addition else "Table 1") + ": npstn against the paper "
+                     "(markers: o R, s RTS, ^ P, D E, v TC" + (", * addition" if addition else "") + ")")
+    ax.set_title(title, fontsize=9)
     ax.grid(True, which="both", lw=0.3, alpha=0.5)
     ax.legend(fontsize=7, loc="upper left")
     return _save(fig, path)
