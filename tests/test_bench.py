@@ -251,3 +251,27 @@ def test_table1_study_pose_is_the_digits_pose_behind_the_transformer():
     np.testing.assert_allclose(angle, p["angle"], rtol=1e-9)
     np.testing.assert_allclose(scale, 1.5 / p["scale"], rtol=1e-9)
     np.testing.assert_allclose(shift, theta_d[:, :, 2] * 14, rtol=1e-9)
+
+
+def test_table1_study_ablation_fixes_only_the_named_parameters():
+    """ablate.py: RTS draws with the same calls on the same generator, then the fixed ones overwritten."""
+    spec = importlib.util.spec_from_file_location("_table1_ablate", REPO / "benchmarks" / "table1_study" / "ablate.py")
+    ablate = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ablate)
+    from npstn.data import distortions as D
+
+    rts = D._draw_rts(50, np.random.default_rng(7), 42)
+    for name, fixed in ablate.VARIANTS.items():
+        p = ablate._params(50, np.random.default_rng(7), fixed)
+        for k, v in rts.items():
+            if k in fixed:
+                assert np.all(p[k] == fixed[k]), (name, k)
+            elif k != "offset":
+                np.testing.assert_array_equal(p[k], v)
+        # the ink stays inside the canvas; positions move only where it would not
+        room = D.rts_room(p["angle"], p["scale"], 42)[:, None]
+        assert np.all(np.abs(p["offset"]) <= room + 1e-12), name
+        fits = np.abs(rts["offset"]) <= room
+        np.testing.assert_array_equal(p["offset"][fits], rts["offset"][fits])
+        if name == "upright":  # angle 0 only widens the room: every position as drawn
+            np.testing.assert_array_equal(p["offset"], rts["offset"])

@@ -17,7 +17,7 @@ draws with the same parameters fixed:
 The other parameters are drawn exactly as RTS draws them (the same calls,
 in the same order, on the same generator), then the fixed ones are
 overwritten, so a run sees the same digits at the same positions as its
-RTS twin. If the upright ST-FCN ends far below the RTS one, a transformer
+RTS twin (``translated`` moves the few that would now cross the edge). If the upright ST-FCN ends far below the RTS one, a transformer
 that undid the rotation would be worth that much; if not, rotation is not
 what stands between npstn's 1.2 and the paper's 0.8.
 
@@ -51,10 +51,18 @@ SIZE = D.canvas_size("rts")
 
 
 def _params(n: int, rng: np.random.Generator, fixed: dict) -> dict:
-    """RTS parameters drawn as RTS draws them, then ``fixed`` overwritten (the offsets still fit the canvas)."""
+    """RTS parameters drawn as RTS draws them, then ``fixed`` overwritten.
+
+    An offset drawn for a smaller digit may no longer fit one made larger
+    (scale fixed at 1 where 0.7 was drawn): it is clipped to the new room,
+    so the ink stays inside the canvas as in RTS. Angle 0 only ever widens
+    the room, so ``upright`` keeps every position as drawn.
+    """
     params = D._draw_rts(n, rng, SIZE)
     for k, v in fixed.items():
         params[k] = np.full(n, v, dtype=np.float64)
+    room = D.rts_room(params["angle"], params["scale"], SIZE)[:, None]
+    params["offset"] = np.clip(params["offset"], -room, room)
     return params
 
 
