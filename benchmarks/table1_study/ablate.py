@@ -42,6 +42,7 @@ from npstn import train as T
 from npstn.data import distortions as D
 from npstn.data.distorted import TEST_SEED, DigitSource, _load_split
 from npstn.utils.io import atomic_write_json
+from npstn.utils.threads import set_num_threads
 
 VARIANTS = {
     "upright": {"angle": 0.0},
@@ -100,9 +101,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     if args.steps < 3:
         p.error("--steps: at least 3 (the learning rate drops after a third and two thirds)")
-    import numba
-
-    numba.set_num_threads(args.threads)
+    set_num_threads(args.threads)  # Numba's kernels and NumPy's BLAS both (BLAS alone would take every core)
     config = T.TrainConfig(distortion="rts", model=args.model, transform="affine", seed=args.seed,
                            steps=args.steps, eval_every=max(1, args.steps // 30), out=args.out)
     fixed = VARIANTS[args.variant]
