@@ -28,7 +28,9 @@ STATS = {"median_ms", "min_ms", "q1_ms", "q3_ms", "repeats"}
 
 
 def _load_script(name):
-    spec = importlib.util.spec_from_file_location(f"_bench_script_{name}", REPO / "benchmarks" / f"{name}.py")
+    """The script benchmarks/<name>.py as a module (``name`` may name a subfolder: "table1_study/study")."""
+    spec = importlib.util.spec_from_file_location("_bench_script_" + name.replace("/", "_"),
+                                                  REPO / "benchmarks" / f"{name}.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
@@ -229,9 +231,7 @@ def test_table1_study_pose_is_the_digits_pose_behind_the_transformer():
     (rotation 0, scale 1, no shift) and turns back by the digit's angle; one
     that does nothing leaves the digit's rotation and scale in the pose.
     """
-    spec = importlib.util.spec_from_file_location("_table1_study", REPO / "benchmarks" / "table1_study" / "study.py")
-    study = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(study)
+    study = _load_script("table1_study/study")
     from npstn.data import distortions as D
 
     p = D._draw_rts(64, np.random.default_rng(3), 42)
@@ -255,9 +255,7 @@ def test_table1_study_pose_is_the_digits_pose_behind_the_transformer():
 
 def test_table1_study_ablation_fixes_only_the_named_parameters():
     """ablate.py: RTS draws with the same calls on the same generator, then the fixed ones overwritten."""
-    spec = importlib.util.spec_from_file_location("_table1_ablate", REPO / "benchmarks" / "table1_study" / "ablate.py")
-    ablate = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(ablate)
+    ablate = _load_script("table1_study/ablate")
     from npstn.data import distortions as D
 
     rts = D._draw_rts(50, np.random.default_rng(7), 42)

@@ -146,12 +146,22 @@ def _ink_lost(images, theta, size) -> np.ndarray:
     return 1.0 - inside / np.maximum(total, 1e-12)
 
 
+def _test_draws(name: str, n: int, size: int):
+    """The test set's own distortion parameters and maps for its ``n`` digits: the same calls on the
+    same generator (seed ``TEST_SEED``) as :func:`npstn.data.distorted.test_set`. ``(params, theta)``."""
+    rng = np.random.default_rng(TEST_SEED)
+    if name == "rts":
+        params = D._draw_rts(n, rng, size)
+        return params, D._theta_rts(params, size)
+    params = D._draw_r(n, rng)
+    return params, D._theta_r(params, size)
+
+
 def generator(run) -> dict:
     model, config, norm = _model(run)
     name, size = config.distortion, D.canvas_size(config.distortion)
     images, labels = _load_split("test", None)
     x_default, y = T.load_test_set(name)
-    rng = np.random.default_rng(TEST_SEED)
     result = {"run": str(run), "distortion": name, "variants": {}}
 
     def add(label, x, lost=None, note=""):
@@ -162,8 +172,7 @@ def generator(run) -> dict:
         result["variants"][label] = entry
 
     if name == "rts":
-        params = D._draw_rts(len(images), rng, size)  # the test set's own draws (same rng use)
-        theta = D._theta_rts(params, size)
+        params, theta = _test_draws(name, len(images), size)
         again = _sample(images, theta, size)
         assert np.allclose(again, x_default, atol=1e-6), "the study's renderer must reproduce the test set"
         add("default", x_default, _ink_lost(images, theta, size), "npstn: frame scaled by s, ink box inside")
@@ -183,8 +192,7 @@ def generator(run) -> dict:
         add("anywhere", _sample(images, th_any, size), _ink_lost(images, th_any, size),
             "centre uniform over the whole canvas, ink clipped at the edge")
     elif name == "r":
-        params = D._draw_r(len(images), rng)
-        theta = D._theta_r(params, size)
+        params, theta = _test_draws(name, len(images), size)
         add("default", x_default, _ink_lost(images, theta, size), "rotated in the 28x28 frame (corners clipped)")
         add("antialiased", _sample(images, theta, size, supersample=2), None, "2x2 supersampled")
     else:
@@ -227,11 +235,16 @@ def _pose(theta_st, theta_dist):
     return angle, scale, t * (D.SOURCE_SIZE / 2.0)
 
 
+def _rms_spread(xy) -> float:
+    """Root-mean-square distance of 2-D points ``xy`` (N, 2) from their mean."""
+    return float(np.sqrt(np.mean(np.sum((xy - xy.mean(axis=0)) ** 2, axis=1))))
+
+
 def _spread(angle, scale, shift) -> dict:
     med = np.median(scale)
     return {"n": int(len(angle)), "angle_sd_deg": float(np.std(angle)),
             "scale_sd_percent": float(100 * np.std(scale / med)),
-            "shift_sd_px": float(np.sqrt(np.mean(np.sum((shift - shift.mean(axis=0)) ** 2, axis=1)))),
+            "shift_sd_px": _rms_spread(shift),
             "angle_abs_p95_deg": float(np.percentile(np.abs(angle - np.median(angle)), 95))}
 
 
@@ -251,13 +264,7 @@ def errors(run) -> dict:
     size = D.canvas_size(name)
     images, _ = _load_split("test", None)
     x, y = T.load_test_set(name)
-    rng = np.random.default_rng(TEST_SEED)  # the test set's own draws (same rng use)
-    if name == "rts":
-        params = D._draw_rts(len(images), rng, size)
-        theta_dist = D._theta_rts(params, size)
-    else:
-        params = D._draw_r(len(images), rng)
-        theta_dist = D._theta_r(params, size)
+    params, theta_dist = _test_draws(name, len(images), size)
     xs = T.standardize(x, norm)
     model.eval()
     pred, thetas = [], []
@@ -288,7 +295,7 @@ def errors(run) -> dict:
                                         * np.median(params["scale"]))
             res["input_scale_sd_percent"] = float(100 * np.std(params["scale"] / np.median(params["scale"])))
             off = params["offset"] / params["scale"][:, None]  # canvas px -> source px
-            res["input_shift_sd_px"] = float(np.sqrt(np.mean(np.sum((off - off.mean(axis=0)) ** 2, axis=1))))
+            res["input_shift_sd_px"] = _rms_spread(off)
         # the 28 px frame in the classifier's input: 2/scale of the ST output's 2 units (then the 2x2 pool)
         out = size // 2 if model.downsample is not None else size
         res["digit_frame_px_in_classifier_input"] = float(out / np.median(scale))
