@@ -13,7 +13,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 
+from npstn import functional as F
 from npstn import models as M
 from npstn.bench import main as bench_main
 from npstn.bench import train as BT
@@ -273,3 +276,38 @@ def test_table1_study_ablation_fixes_only_the_named_parameters():
         np.testing.assert_array_equal(p["offset"][fits], rts["offset"][fits])
         if name == "upright":  # angle 0 only widens the room: every position as drawn
             np.testing.assert_array_equal(p["offset"], rts["offset"])
+
+
+@settings(max_examples=25, deadline=None)
+@given(n=st.integers(2, 5), d=st.integers(1, 4), seed=st.integers(0, 2**31 - 1))
+def test_table5_study_anchor_only_backward_matches_finite_differences(n, d, seed):
+    """stop_gradient.py: the gradient of the paper's loss in the anchors, the other images held fixed."""
+    sg = _load_script("table5_study/stop_gradient")
+    rng = np.random.default_rng(seed)
+    e = rng.normal(size=(n, d))
+    r = rng.normal(size=(n, d))
+
+    def held(x):  # the loss with x_n as every pair's anchor and e_m as the other image, fixed
+        tot = 0.0
+        for i in range(n):
+            for j in range(n):
+                if i != j:
+                    tot += max(0.0, np.sum((x[i] - e[j]) ** 2) - np.sum((x[i] - r[i]) ** 2) + 1.0)
+        return tot / (n * (n - 1))
+
+    h = F.colocalisation_hinges(e, r)
+    assume(np.all(np.abs(h[~np.eye(n, dtype=bool)]) > 1e-3))  # away from the hinge's kink
+    ge, gr = sg.anchor_only_backward(np.float64(1.0), e, r)
+    eps = 1e-6
+    fd = np.zeros_like(e)
+    for idx in np.ndindex(*e.shape):
+        xp, xm = e.copy(), e.copy()
+        xp[idx] += eps
+        xm[idx] -= eps
+        fd[idx] = (held(xp) - held(xm)) / (2 * eps)
+    np.testing.assert_allclose(ge, fd, rtol=1e-5, atol=1e-7)
+    assert np.all(gr == 0)
+    full, _ = F.colocalisation_loss_backward(np.float64(1.0), e, r)
+    with sg.stop_gradient_at_partner():
+        assert F.colocalisation_loss_backward is sg.anchor_only_backward
+    assert F.colocalisation_loss_backward(np.float64(1.0), e, r)[0].tolist() == full.tolist()  # restored
