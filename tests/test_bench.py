@@ -311,3 +311,26 @@ def test_table5_study_anchor_only_backward_matches_finite_differences(n, d, seed
     with sg.stop_gradient_at_partner():
         assert F.colocalisation_loss_backward is sg.anchor_only_backward
     assert F.colocalisation_loss_backward(np.float64(1.0), e, r)[0].tolist() == full.tolist()  # restored
+
+
+@pytest.mark.parametrize("variant", ["conv", "wide"])
+def test_table1_study_locnet_swaps_only_the_localisation_network(variant):
+    """locnet.py: the ST-FCN's classifier as built, another loc net starting at the identity; restored after."""
+    locnet = _load_script("table1_study/locnet")
+    from npstn.train import loop
+
+    config = loop.TrainConfig(distortion="rts", model="st-fcn", transform="affine", steps=3, out="unused")
+    plain = loop.build_run_model(config, seed=0)
+    with locnet.localisation(variant):
+        model = loop.build_run_model(config, seed=0)
+    assert loop.build_run_model is not None and loop.build_run_model.__name__ == "build_run_model"
+    loc = model.transformer.localization
+    assert type(loc[1]).__name__ == ("Conv2d" if variant == "conv" else "Linear")
+    if variant == "wide":
+        assert loc[1].weight.data.shape == (128, 42 * 42)
+    for a, b in zip(model.classifier.parameters(), plain.classifier.parameters()):
+        np.testing.assert_array_equal(a.data, b.data)
+    x = np.random.default_rng(0).normal(size=(3, 1, 42, 42)).astype(np.float32)
+    model(x)
+    identity = np.tile(np.array([[1, 0, 0], [0, 1, 0]], np.float32), (3, 1, 1))
+    np.testing.assert_allclose(np.asarray(model.transformer.theta).reshape(3, 2, 3), identity, atol=1e-6)
