@@ -88,7 +88,7 @@ def _given(args, fields) -> dict:
 
 def _add_training_options(p, sweep: bool = False) -> None:
     """Options shared by `train` and `sweep`; every default is None = TrainConfig's default."""
-    from npstn.train import DEFAULT_LOC_LR_MULT, DEFAULT_MOMENTUM
+    from npstn.train import ADDITION_LOC_LR_MULT, DEFAULT_LOC_LR_MULT, DEFAULT_MOMENTUM
 
     p.add_argument("--steps", type=A.positive_int(MAX_STEPS), help="training steps (default: the paper's 150000)")
     p.add_argument("--batch-size", type=A.positive_int(MAX_BATCH), help="batch size (default 256)")
@@ -99,7 +99,8 @@ def _add_training_options(p, sweep: bool = False) -> None:
                    "'none' keeps it constant)")
     p.add_argument("--momentum", type=A.nonnegative_float, help=f"SGD momentum (default {DEFAULT_MOMENTUM})")
     p.add_argument("--loc-lr-mult", type=A.nonnegative_float,
-                   help=f"learning-rate multiplier of the localisation network (default {DEFAULT_LOC_LR_MULT})")
+                   help=f"learning-rate multiplier of the localisation network (default {DEFAULT_LOC_LR_MULT}; "
+                        f"{ADDITION_LOC_LR_MULT} for --task addition's ST models)")
     p.add_argument("--weight-decay", type=A.nonnegative_float, help="L2 weight decay (default 0, as in the paper)")
     p.add_argument("--eval-every", type=A.positive_int(MAX_STEPS),
                    help="evaluate on the test set every K steps (default steps/10)")

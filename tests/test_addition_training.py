@@ -56,6 +56,22 @@ def test_old_configs_read_as_distortion_runs():
     assert TrainConfig(task="addition", model="fcn").describe() == "FCN on MNIST addition"
 
 
+@pytest.mark.parametrize("kwargs, mult", [
+    ({"task": "addition", "model": "st-fcn"}, T.ADDITION_LOC_LR_MULT),
+    ({"task": "addition", "model": "st-fcn", "transformers": 2}, T.ADDITION_LOC_LR_MULT),
+    ({"task": "addition", "model": "st-fcn", "loc_lr_mult": 1.0}, 1.0),  # given: kept
+    ({"task": "addition", "model": "fcn"}, T.DEFAULT_LOC_LR_MULT),  # no localisation network
+    ({"model": "st-fcn"}, T.DEFAULT_LOC_LR_MULT),  # Table 1
+    ({"task": "mnist3d", "model": "st-fcn"}, T.DEFAULT_LOC_LR_MULT),
+])
+def test_the_localisation_lr_default_depends_on_the_task(kwargs, mult):
+    cfg = TrainConfig(**kwargs)
+    assert cfg.loc_lr_mult == mult
+    assert cfg.to_dict()["loc_lr_mult"] == mult  # the resolved number is what a run folder records
+    assert TrainConfig.from_stored(cfg.to_dict()).loc_lr_mult == mult
+    assert T.ADDITION_LOC_LR_MULT == 0.1 and T.DEFAULT_LOC_LR_MULT == 1.0
+
+
 def test_two_transformer_run_logs_specialisation_and_resumes_exactly(tmp_path, synthetic, monkeypatch):
     full = train(small(tmp_path / "full"), progress=False)
     assert full["config"]["task"] == "addition" and full["config"]["transformers"] == 2

@@ -32,7 +32,7 @@ Typical use::
     metrics = train(TrainConfig(model="st-fcn", distortion="rts", steps=3000, out="runs/a"))
     print(metrics["test_error_percent"])
 """
-from npstn.train.config import (DEFAULT_INPUT_NORM, DEFAULT_LOC_LR_MULT, DEFAULT_MOMENTUM, INPUT_NORMS, TRAIN_SETS,
+from npstn.train.config import (ADDITION_LOC_LR_MULT, DEFAULT_INPUT_NORM, DEFAULT_LOC_LR_MULT, DEFAULT_MOMENTUM, INPUT_NORMS, TRAIN_SETS,
                                 TrainConfig, TrainingDiverged, _DETERMINING, _stored)
 from npstn.train.checkpoint import (CHECKPOINT, CONFIG, DIVERGED, LOG, METRICS, MODEL, _stored_config, load_checkpoint,
                                     read_npz, save_checkpoint)
@@ -47,7 +47,7 @@ from npstn.train.sweep import DASK_CONNECT_TIMEOUT, collect_results, run_folder,
 from npstn.train import checkpoint, config, data, log, loop, step, sweep, tables  # noqa: F401  (the submodules)
 
 __all__ = [
-    "DEFAULT_MOMENTUM", "DEFAULT_LOC_LR_MULT", "DEFAULT_INPUT_NORM", "INPUT_NORMS", "TRAIN_SETS", "TrainConfig", "TrainingDiverged",
+    "DEFAULT_MOMENTUM", "DEFAULT_LOC_LR_MULT", "ADDITION_LOC_LR_MULT", "DEFAULT_INPUT_NORM", "INPUT_NORMS", "TRAIN_SETS", "TrainConfig", "TrainingDiverged",
     "train", "train_step", "evaluate", "load_data", "load_train_source", "load_test_set",
     "load_test_for", "load_addition_source", "load_addition_test_set", "prepare_data",
     "FixedTrainSet", "StandardizedSource", "run_input_norm", "standardize", "load_run", "read_log",
