@@ -40,10 +40,10 @@ def anchor_only_backward(grad_output, embeddings, random_embeddings, *, margin=1
     embeddings, random_embeddings (N, D); the random crops receive no gradient
     (zeros: they are data). Equation in the module docstring.
     """
-    from npstn import functional as F
+    from npstn.functional.colocalisation import _check, colocalisation_hinges
 
-    F.colocalisation_loss(embeddings, random_embeddings, margin=margin, reduction=reduction)  # validates
-    h = F.colocalisation_hinges(embeddings, random_embeddings, margin)
+    _check("anchor_only_backward", embeddings, random_embeddings, margin, reduction, backend)
+    h = colocalisation_hinges(embeddings, random_embeddings, margin)
     n = h.shape[0]
     a = (h > 0).astype(np.float64)
     scale = 2.0 * float(grad_output) / (n * (n - 1) if reduction == "mean" else 1)
