@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One-shot check of npstn's cuda backend on a machine with an NVIDIA GPU (at most 8 minutes: each step has a time limit).
+# One-shot check of npstn's cuda backend on a machine with an NVIDIA GPU (at most 12 minutes: each step has a time limit).
 #
 #   bash benchmarks/gpu_check.sh            # from the repository root, with .venv set up (make venv)
 #   OUT=/tmp/gpu bash benchmarks/gpu_check.sh
@@ -9,7 +9,9 @@
 #    (same config and seed): test errors and a few weights compared (needs MNIST:
 #    NPSTN_DATA_DIR or the npstn cache; skipped with a note otherwise);
 # 3. `npstn bench sampler` and `npstn bench train` with the cuda backend, beside
-#    PyTorch CUDA when torch with CUDA is installed.
+#    PyTorch CUDA when torch with CUDA is installed;
+# 4. benchmarks/gpu_memcheck.py (every kernel on awkward inputs, against the cpu
+#    backend) under compute-sanitizer's memcheck when it is installed.
 #
 # Everything goes into one folder: $OUT if set, else gpu-check-<UTC date>/. summary.txt
 # lists each step's status. Exit status: 0 every step passed, 1 a step failed, 2 no GPU.
@@ -75,10 +77,10 @@ run_step() {  # run_step NAME TIMEOUT_S COMMAND...: log in $OUT/NAME.log, status
 }
 
 # ---------------------------------------------------------------- 1. cuda tests on the device
-run_step cuda-tests 150 env HYPOTHESIS_PROFILE="${HYPOTHESIS_PROFILE:-dev}" "$PYTHON" -m pytest -q \
-    -p no:cacheprovider -k cuda --junitxml="$OUT/cuda-tests.xml" \
-    tests/test_cuda_training.py tests/test_grid_sample_backends.py tests/test_grids_backends.py \
-    tests/test_grid_sample.py
+# every test whose id names cuda, in every test file (the op table, the sampler and grids in 2-D
+# and 3-D, training, the benchmarks)
+run_step cuda-tests 240 env HYPOTHESIS_PROFILE="${HYPOTHESIS_PROFILE:-dev}" "$PYTHON" -m pytest -q \
+    -p no:cacheprovider -k cuda --junitxml="$OUT/cuda-tests.xml" tests
 
 # ---------------------------------------------------------------- 2. cuda training against cpu
 if "$PYTHON" -c "from npstn.data.mnist import fetch_mnist; fetch_mnist(progress=False)" \
@@ -118,6 +120,18 @@ run_step bench-sampler 60 "$PYTHON" -m npstn bench sampler --backends cpu,cuda -
     --json "$OUT/bench_sampler.json"
 run_step bench-train 90 "$PYTHON" -m npstn bench train --backends cpu,cuda --repeats 10 \
     --json "$OUT/bench_train.json"
+
+# ---------------------------------------------------------------- 4. out-of-bounds accesses
+# benchmarks/gpu_memcheck.py runs every sampler, grid and layer kernel on awkward inputs (points at
+# +-1e30, NaN, inf, borders; 1-pixel images) and compares each result with the cpu backend's; under
+# compute-sanitizer's memcheck any out-of-bounds or misaligned access fails the step too.
+SANITIZER=$(command -v compute-sanitizer || ls /usr/local/cuda/bin/compute-sanitizer 2>/dev/null | head -n 1)
+if [ -n "$SANITIZER" ]; then
+    run_step memcheck 150 "$SANITIZER" --tool memcheck --error-exitcode 1 "$PYTHON" benchmarks/gpu_memcheck.py
+else
+    note "SKIP  memcheck under compute-sanitizer: not found; the cuda-vs-cpu comparison runs alone"
+    run_step gpu-memcheck 90 "$PYTHON" benchmarks/gpu_memcheck.py
+fi
 
 note "gpu_check: done; $([ $failed = 0 ] && echo 'every step passed' || echo 'some steps FAILED'); results in $OUT/"
 exit $failed

@@ -33,3 +33,29 @@ def test_without_a_gpu_it_says_so_and_exits_2(tmp_path, fake_nvidia_smi):
     assert "nothing to check" in (p.stdout + p.stderr).lower()
     assert "Traceback" not in p.stdout + p.stderr
     assert (out / "summary.txt").is_file()
+
+
+MEMCHECK = SCRIPT.parent / "gpu_memcheck.py"
+
+
+def _memcheck(*args):
+    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1")
+    return subprocess.run([sys.executable, str(MEMCHECK), *args], capture_output=True, text=True, env=env,
+                          timeout=300, cwd=SCRIPT.parent.parent)
+
+
+def test_memcheck_script_agrees_with_cpu_in_the_simulator():
+    p = _memcheck("--cases", "grids", "--allow-simulator")
+    assert p.returncode == 0, p.stdout + p.stderr
+    lines = p.stdout.splitlines()
+    assert sum(line.startswith("ok ") for line in lines) == 18, p.stdout  # 4 generators x 2 conventions x fwd/bwd, 3-D
+    assert lines[-1] == "gpu_memcheck: 0 mismatch(es)"
+
+
+@pytest.mark.parametrize("args, message", [((), "nothing to check"), (("--cases", "sampler,colour", "--allow-simulator"),
+                                                                        "unknown group(s) colour")])
+def test_memcheck_script_refuses_the_simulator_and_unknown_groups(args, message):
+    p = _memcheck(*args)
+    assert p.returncode == 2, p.stdout + p.stderr
+    assert message in p.stderr
+    assert "Traceback" not in p.stderr
