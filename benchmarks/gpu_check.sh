@@ -79,7 +79,7 @@ run_step() {  # run_step NAME TIMEOUT_S COMMAND...: log in $OUT/NAME.log, status
 # ---------------------------------------------------------------- 1. cuda tests on the device
 # every test whose id names cuda, in every test file (the op table, the sampler and grids in 2-D
 # and 3-D, training, the benchmarks)
-run_step cuda-tests 240 env HYPOTHESIS_PROFILE="${HYPOTHESIS_PROFILE:-dev}" "$PYTHON" -m pytest -q \
+run_step cuda-tests 180 env HYPOTHESIS_PROFILE="${HYPOTHESIS_PROFILE:-dev}" "$PYTHON" -m pytest -v \
     -p no:cacheprovider -k cuda --junitxml="$OUT/cuda-tests.xml" tests
 
 # ---------------------------------------------------------------- 2. cuda training against cpu
@@ -127,10 +127,11 @@ run_step bench-train 90 "$PYTHON" -m npstn bench train --backends cpu,cuda --rep
 # compute-sanitizer's memcheck any out-of-bounds or misaligned access fails the step too.
 SANITIZER=$(command -v compute-sanitizer || ls /usr/local/cuda/bin/compute-sanitizer 2>/dev/null | head -n 1)
 if [ -n "$SANITIZER" ]; then
-    run_step memcheck 150 "$SANITIZER" --tool memcheck --error-exitcode 1 "$PYTHON" benchmarks/gpu_memcheck.py
+    run_step memcheck 120 env PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" "$SANITIZER" --tool memcheck \
+        --error-exitcode 1 "$PYTHON" benchmarks/gpu_memcheck.py
 else
     note "SKIP  memcheck under compute-sanitizer: not found; the cuda-vs-cpu comparison runs alone"
-    run_step gpu-memcheck 90 "$PYTHON" benchmarks/gpu_memcheck.py
+    run_step gpu-memcheck 90 env PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" "$PYTHON" benchmarks/gpu_memcheck.py
 fi
 
 note "gpu_check: done; $([ $failed = 0 ] && echo 'every step passed' || echo 'some steps FAILED'); results in $OUT/"
