@@ -1,4 +1,4 @@
-"""Compile every CUDA kernel of the training step to PTX for sm_90 (no GPU needed).
+"""Compile every CUDA kernel of npstn (training step, 2-D and 3-D sampler) to PTX for sm_90 (no GPU needed).
 
 Run by tests/test_cuda_training.py with NUMBA_ENABLE_CUDASIM=0: the CUDA
 simulator executes kernels as Python and so cannot catch what only Numba's
@@ -38,6 +38,7 @@ except ImportError:  # pragma: no cover - another numba layout
 from npstn.kernels.cuda import concat as cc  # noqa: E402
 from npstn.kernels.cuda import elementwise as ew  # noqa: E402
 from npstn.kernels.cuda import grid_sample as gs  # noqa: E402
+from npstn.kernels.cuda import grid_sample3d as gs3  # noqa: E402
 from npstn.kernels.cuda import grids as gr  # noqa: E402
 from npstn.kernels.cuda import im2col as ic  # noqa: E402
 from npstn.kernels.cuda import loss as lo  # noqa: E402
@@ -93,6 +94,12 @@ def kernels(dt):
     yield "tps_grid", gr._tps_grid_kernel, (f2, m3, m4)
     yield "tps_grid_backward", gr._tps_grid_backward_kernel, (f2, m4, m3)
     m5 = dt[:, :, :, :, ::1]
+    geo3 = UniTuple(dt, 9)  # (one, scale_x, scale_y, scale_z, shift, limit, size_x, size_y, size_z)
+    yield "grid_sample3d", gs3._forward_kernel, (m5, m5, m5, geo3, i, i, b)
+    yield "grid_sample3d_backward", gs3._backward_kernel, (m5, m5, m5, m5, m5, geo3, i, i, b)
+    yield "zero5", gs3._zero_kernel, (m5,)
+    yield "affine_grid3d", gr._affine_grid3d_kernel, (m3, f, f, f, m5)
+    yield "affine_grid3d_backward", gr._affine_grid3d_backward_kernel, (m5, f, f, f, m3)
     yield "project", pj._forward_kernel, (m5, dt, m4)
     yield "project_backward", pj._backward_kernel, (m4, dt, m5)
 

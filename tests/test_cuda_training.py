@@ -865,13 +865,18 @@ def test_evaluate_on_device_equals_cpu(tiny_models):
 def test_kernels_compile_for_a_real_gpu():
     """The simulator runs kernels as Python, so it cannot catch typing errors; compile every
     kernel of a training step (the new ones and the spatial transformer's) to PTX for sm_90,
-    float32 and float64, with NVVM when it is installed (no GPU needed)."""
+    float32 and float64, with NVVM when it is installed (no GPU needed; `make venv-cuda`)."""
     import os
     import subprocess
 
     env = dict(os.environ, NUMBA_ENABLE_CUDASIM="0")
-    script = os.path.join(os.path.dirname(__file__), "cuda_compile_check.py")
-    proc = subprocess.run([sys.executable, script], env=env, capture_output=True, text=True, timeout=900)
+    here = os.path.dirname(__file__)
+    script = os.path.join(here, "cuda_compile_check.py")
+    # numba-cuda with NVVM: NPSTN_CUDA_PYTHON, else the venv `make venv-cuda` builds, else this Python
+    python = os.environ.get("NPSTN_CUDA_PYTHON") or os.path.join(here, "..", ".venv-cuda", "bin", "python")
+    if not os.access(python, os.X_OK):
+        python = sys.executable
+    proc = subprocess.run([python, script], env=env, capture_output=True, text=True, timeout=900)
     if proc.returncode == 77:
         pytest.skip(proc.stdout.strip() or "NVVM is not available")
     assert proc.returncode == 0, proc.stdout + proc.stderr
