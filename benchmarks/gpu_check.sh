@@ -79,8 +79,12 @@ run_step() {  # run_step NAME TIMEOUT_S COMMAND...: log in $OUT/NAME.log, status
 # ---------------------------------------------------------------- 1. cuda tests on the device
 # every test whose id names cuda, in every test file (the op table, the sampler and grids in 2-D
 # and 3-D, training, the benchmarks)
+# (a test that cannot compile its kernels can spend minutes in Hypothesis's retries: with
+# pytest-timeout installed, each test gets 60 s, so one such test does not hide the rest)
+per_test=()
+"$PYTHON" -c "import pytest_timeout" > /dev/null 2>&1 && per_test=(--timeout 60)
 run_step cuda-tests 180 env HYPOTHESIS_PROFILE="${HYPOTHESIS_PROFILE:-dev}" "$PYTHON" -m pytest -v \
-    -p no:cacheprovider -k cuda --junitxml="$OUT/cuda-tests.xml" tests
+    -p no:cacheprovider -k cuda --junitxml="$OUT/cuda-tests.xml" ${per_test[@]+"${per_test[@]}"} tests
 
 # ---------------------------------------------------------------- 2. cuda training against cpu
 if "$PYTHON" -c "from npstn.data.mnist import fetch_mnist; fetch_mnist(progress=False)" \
