@@ -338,9 +338,13 @@ def projective_grid_backward(grad_grid, theta, xs, ys, eps):
 # Both directions are matrix products with the fixed M, so they go to BLAS
 # (in float64, rounded once to the output dtype, like the other generators):
 # the forward as ONE product M @ [theta_0 | theta_1 | ...] (P x K times
-# K x 2N), the backward as N products M^T @ G[n] (K x P times P x 2). On one
-# core at (256, 42x42, K = 16) that is 1.9 ms and 3.8 ms, against 8.6 ms and
-# 8.3 ms for the per-point Numba loops they replaced (scalar 16-term sums).
+# K x 2N), the backward as ONE product too, [G_0^T; G_1^T; ...] @ M (2N x P
+# times P x K). On one core at (256, 42x42, K = 16) that is 1.9 ms and 3.9 ms,
+# against 8.6 ms and 8.3 ms for the per-point Numba loops they replaced
+# (scalar 16-term sums). The backward was N products M^T @ G[n] (K x P times
+# P x 2), 5.9 ms on one core; on the 16 cores of the H200 machine (RESULTS.md)
+# the TPS ST took 19 ms of a 24 ms ST-FCN step, and N tiny threaded BLAS calls
+# are the likely cause that one call removes.
 
 def tps_grid(theta, m, h, w):
     """theta (N, K, 2), M (H_out * W_out, K) float64 -> grid (N, H_out, W_out, 2).
@@ -357,8 +361,11 @@ def tps_grid(theta, m, h, w):
 def tps_grid_backward(grad_grid, m):
     """grad_grid (N, H_out, W_out, 2), M (H_out * W_out, K) -> grad_theta (N, K, 2).
 
-    grad_theta[n, p, c] = sum_i M[i, p] G[n, i, c], i.e. M^T @ G[n] for each n.
+    grad_theta[n, p, c] = sum_i M[i, p] G[n, i, c], i.e. M^T @ G[n] for each n, for all n at
+    once: (2N, P) @ (P, K) with each G[n]'s two columns as rows.
     """
     n = grad_grid.shape[0]
     g = grad_grid.reshape(n, -1, 2).astype(np.float64)  # (N, P, 2)
-    return np.matmul(m.T, g).astype(grad_grid.dtype)
+    rows = g.transpose(0, 2, 1).reshape(2 * n, m.shape[0])  # (2N, P): row 2n + c is G[n][:, c]
+    grad = (rows @ m).reshape(n, 2, m.shape[1]).transpose(0, 2, 1)  # (N, K, 2), float64
+    return np.ascontiguousarray(grad, dtype=grad_grid.dtype)
