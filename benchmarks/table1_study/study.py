@@ -28,7 +28,10 @@ other ways from the same test digits and the same random parameters:
   the whole canvas, ink clipped by the edge);
 * the share of test digits that lose ink over the canvas edge under each
   placement (rendered on a canvas twice as large with the same parameters);
-* R: the share of digits whose rotated ink is clipped by the 28x28 frame.
+* R: the share of digits whose rotated ink is clipped by the 28x28 frame;
+* P: the test set drawn with the same parameters but the corner offsets
+  shrunk (x0.75, x0.5, x0: the scale alone), and the share of digits whose
+  ink the homography moves out of the 28x28 frame under each.
 
 ``errors``: where a trained R or RTS model's test errors fall (no retraining).
 Each test digit's own distortion (angle, scale, offset) is redrawn exactly
@@ -153,8 +156,30 @@ def _test_draws(name: str, n: int, size: int):
     if name == "rts":
         params = D._draw_rts(n, rng, size)
         return params, D._theta_rts(params, size)
+    if name == "p":
+        params = D._draw_p(n, rng)
+        return params, D._theta_p(params, size)
     params = D._draw_r(n, rng)
     return params, D._theta_r(params, size)
+
+
+def _p_ink_lost(images, theta, size) -> np.ndarray:
+    """Share of each digit's ink that a P warp (backward homographies ``theta`` (N, 8)) puts outside the
+    S x S frame: rendered on a 2S canvas of the same pixel size, where canvas point x' is x = 2x' of the
+    frame, so a, b, d, e, g, h (the coefficients of x and y) double."""
+    big = np.array(theta, dtype=np.float64)
+    big[:, [0, 1, 3, 4, 6, 7]] *= 2.0
+    n = len(images)
+    lost = np.empty(n)
+    for s in range(0, n, 1000):
+        sl = slice(s, min(n, s + 1000))
+        th = np.ascontiguousarray(big[sl], np.float32)
+        v = np.clip(np.asarray(F.grid_sample(images[sl, None], F.projective_grid(th, (th.shape[0], 1, 2 * size,
+                                                                                    2 * size)))), 0, 1)
+        a = size // 2
+        inside = v[:, 0, a:a + size, a:a + size].sum(axis=(1, 2))
+        lost[sl] = 1.0 - inside / np.maximum(v.sum(axis=(1, 2, 3)), 1e-12)
+    return lost
 
 
 def generator(run) -> dict:
@@ -195,8 +220,19 @@ def generator(run) -> dict:
         params, theta = _test_draws(name, len(images), size)
         add("default", x_default, _ink_lost(images, theta, size), "rotated in the 28x28 frame (corners clipped)")
         add("antialiased", _sample(images, theta, size, supersample=2), None, "2x2 supersampled")
+    elif name == "p":
+        params, theta = _test_draws(name, len(images), size)
+        assert np.allclose(D.render(images, "p", params), x_default, atol=1e-6), \
+            "the study's renderer must reproduce the test set"
+        add("default", x_default, _p_ink_lost(images, theta, size),
+            f"scale U{D.PE_SCALE}, corners moved by N(0, {D.P_CORNER_STD:g} px)")
+        for k in (0.75, 0.5, 0.0):  # the same draws, the corner offsets shrunk
+            gentle = dict(params, corner_offset=params["corner_offset"] * k)
+            add(f"corners x{k:g}", D.render(images, "p", gentle), _p_ink_lost(images, D._theta_p(gentle, size), size),
+                f"the same draws, corner offsets x{k:g} (N(0, {D.P_CORNER_STD * k:g} px))"
+                + ("; the scale alone" if k == 0 else ""))
     else:
-        raise ValueError(f"generator study covers r and rts, not {name!r}")
+        raise ValueError(f"generator study covers r, rts and p, not {name!r}")
     return result
 
 
