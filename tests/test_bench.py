@@ -256,6 +256,24 @@ def test_table1_study_pose_is_the_digits_pose_behind_the_transformer():
     np.testing.assert_allclose(shift, theta_d[:, :, 2] * 14, rtol=1e-9)
 
 
+def test_table1_study_p_ink_lost_is_the_share_outside_the_frame():
+    """study.py generator (P): a frame scaled by 1/2 keeps all the ink; one magnified twice (each corner
+    moved 14 px outwards) shows the central quarter of a uniform image, so about 3/4 of it is lost."""
+    study = _load_script("table1_study/study")
+    from npstn.data import distortions as D
+
+    images = np.ones((3, 28, 28), np.float32)
+    corners = D._FRAME_CORNERS[None]  # (1, 4, 2), normalised +-1
+    cases = {"half": (0.5, 0.0), "same": (1.0, 0.0), "double": (1.0, 14.0)}
+    lost = {}
+    for name, (scale, push) in cases.items():
+        params = {"scale": np.full(3, scale), "corner_offset": np.repeat(push * corners, 3, axis=0)}
+        lost[name] = study._p_ink_lost(images, D._theta_p(params, 28), 28)
+    np.testing.assert_allclose(lost["half"], 0.0, atol=1e-6)
+    np.testing.assert_allclose(lost["same"], 0.0, atol=1e-6)
+    np.testing.assert_allclose(lost["double"], 0.75, atol=0.02)
+
+
 def test_table1_study_ablation_fixes_only_the_named_parameters():
     """ablate.py: RTS draws with the same calls on the same generator, then the fixed ones overwritten."""
     ablate = _load_script("table1_study/ablate")
