@@ -169,6 +169,16 @@ def _cnn_sides(s: int) -> tuple[int, int, int, int]:
     return a, b, c, d
 
 
+def _cnn_fits(s: int) -> bool:
+    """Whether an s x s map survives the CNN classifier (every side along the way >= 1: s >= 21)."""
+    return min(_cnn_sides(s)) >= 1
+
+
+def _cnn_too_small(s: int, hint: str = "") -> ValueError:
+    return ValueError(f"a {s}x{s} map is too small for the CNN classifier "
+                      f"(9x9 conv, 2x2 pool, 7x7 conv, 2x2 pool need at least 21x21{hint})")
+
+
 def _fcn_params(d_in: int, hidden: int, classes: int) -> int:
     return (_linear_params(d_in, hidden) + _linear_params(hidden, hidden)
             + _linear_params(hidden, classes))
@@ -254,12 +264,8 @@ def _resolve_size(distortion, input_size) -> tuple[int, bool]:
 def _check_fits(model: str, side: int, downsample: bool) -> None:
     """Raise a ValueError if the input is too small for the architecture."""
     cls_side = side // 2 if (downsample and model.startswith("st-")) else side
-    if model in ("cnn", "st-cnn") and min(_cnn_sides(cls_side)) < 1:
-        raise ValueError(
-            f"a {cls_side}x{cls_side} map is too small for the CNN classifier "
-            "(9x9 conv, 2x2 pool, 7x7 conv, 2x2 pool need at least 21x21; "
-            "use a larger input_size)"
-        )
+    if model in ("cnn", "st-cnn") and not _cnn_fits(cls_side):
+        raise _cnn_too_small(cls_side, "; use a larger input_size")
     if model == "st-cnn" and min(_loc_cnn_sides(side)) < 1:
         raise ValueError(
             f"a {side}x{side} input is too small for the ST-CNN localisation network "
@@ -645,7 +651,7 @@ def addition_budget(side: int, budget: int | None = None) -> tuple[int | None, s
         return int(budget), "given"
     if side == ADDITION_INPUT_SIZE:
         return ADDITION_BUDGET, "default"
-    if min(_cnn_sides(side)) >= 1:
+    if _cnn_fits(side):
         return _cnn_params(side, ADDITION_CHANNELS, ANCHOR_FILTERS, ADDITION_CLASSES), "cnn"
     return None, "none"
 
@@ -670,10 +676,9 @@ def addition_model_spec(name: str, transform: str = "affine", *, transformers: i
     if side < 2 or side % 2:
         raise ValueError(f"input_size must be an even int >= 2 (the ST is followed by a 2x2 average pool), "
                          f"got {input_size!r}")
-    cnn_fits = min(_cnn_sides(side)) >= 1
+    cnn_fits = _cnn_fits(side)
     if model == "cnn" and not cnn_fits:
-        raise ValueError(f"a {side}x{side} input is too small for the CNN classifier "
-                         "(9x9 conv, 2x2 pool, 7x7 conv, 2x2 pool need at least 21x21)")
+        raise _cnn_too_small(side)
     p = get_transform(transform).num_params if n_st else 0
     tname = get_transform(transform).name if n_st else None
     target, _ = addition_budget(side, budget)
