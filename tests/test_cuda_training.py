@@ -872,10 +872,13 @@ def test_kernels_compile_for_a_real_gpu():
     env = dict(os.environ, NUMBA_ENABLE_CUDASIM="0")
     here = os.path.dirname(__file__)
     script = os.path.join(here, "cuda_compile_check.py")
-    # numba-cuda with NVVM: NPSTN_CUDA_PYTHON, else the venv `make venv-cuda` builds, else this Python
-    python = os.environ.get("NPSTN_CUDA_PYTHON") or os.path.join(here, "..", ".venv-cuda", "bin", "python")
-    if not os.access(python, os.X_OK):
-        python = sys.executable
+    # numba-cuda with NVVM: NPSTN_CUDA_PYTHON, else the venv `make venv-cuda` built (its stamp is written
+    # only after a complete install), else this Python
+    venv = os.path.join(here, "..", ".venv-cuda")
+    python = os.environ.get("NPSTN_CUDA_PYTHON")
+    if not python and os.path.exists(os.path.join(venv, ".installed")):
+        python = os.path.join(venv, "bin", "python")
+    python = python or sys.executable
     proc = subprocess.run([python, script], env=env, capture_output=True, text=True, timeout=900)
     if proc.returncode == 77:
         pytest.skip(proc.stdout.strip() or "NVVM is not available")
