@@ -159,10 +159,29 @@ def make_data_source(mode: str, data_dir=None):
 # The steps
 # ----------------------------------------------------------------------------
 
-def _npstn_step(model, batches, momentum, st_times):
-    """A closure running one npstn training step on the next batch; ST time appended to st_times."""
-    from npstn import nn
+def _npstn_step(model, batches, momentum, st_times, on_device: bool = False):
+    """A closure running one npstn training step on the next batch; ST time appended to st_times.
 
+    The step is :func:`npstn.train.step.train_step`, the one training runs (its loss read-back ends
+    the step on a GPU too). ``on_device``: as ``npstn train --backend cuda`` does, the model moves to
+    the GPU (parameters, gradients, SGD buffers) and the batches are copied there once, up front, as
+    PyTorch's are; the ST's share is then timed between two device synchronisations.
+    """
+    import numpy as np
+
+    from npstn import nn
+    from npstn.train.step import train_step
+
+    sync = _no_sync
+    if on_device:
+        from numba import cuda
+
+        from npstn._device import to_device
+
+        model.to("cuda")
+        batches = [(to_device(np.asarray(x, dtype=np.float32)), to_device(np.asarray(y, dtype=np.int64)))
+                   for x, y in batches]
+        sync = cuda.synchronize
     loss_fn = nn.CrossEntropyLoss()
     opt = nn.SGD(model.parameters(), lr=LR, momentum=momentum)
     clock = time.perf_counter
@@ -172,14 +191,18 @@ def _npstn_step(model, batches, momentum, st_times):
         fwd, bwd = st.forward, st.backward
 
         def timed_fwd(x):
+            sync()
             t0 = clock()
             out = fwd(x)
+            sync()
             acc[0] += clock() - t0
             return out
 
         def timed_bwd(g):
+            sync()
             t0 = clock()
             out = bwd(g)
+            sync()
             acc[0] += clock() - t0
             return out
 
@@ -191,16 +214,16 @@ def _npstn_step(model, batches, momentum, st_times):
         x, y = batches[i[0] % len(batches)]
         i[0] += 1
         acc[0] = 0.0
-        logits = model(x)
-        loss = float(loss_fn(logits, y))
-        opt.zero_grad()
-        model.backward(loss_fn.backward())
-        opt.step()
+        loss, _ = train_step(model, loss_fn, opt, x, y)
         if st is not None:
             st_times.append(acc[0])
         return loss
 
     return step
+
+
+def _no_sync():
+    pass
 
 
 def _torch_step(torch, tmodel, lr_mults, tbatches, momentum):
@@ -447,7 +470,8 @@ def _run_backend(args, backend, configs, images, labels, momentum, torch, out) -
             info[name]["torch_params"] = int(sum(p.numel() for p in tmodel.parameters()))
             funcs[(name, "torch")] = _torch_step(torch, tmodel, lr_mults, tbatches, momentum)
         st_times[name] = []
-        funcs[(name, "npstn")] = _npstn_step(model, batches, momentum, st_times[name])
+        # (after the twin is made from the host weights; on cuda the model then moves to the GPU)
+        funcs[(name, "npstn")] = _npstn_step(model, batches, momentum, st_times[name], backend == "cuda")
         funcs_models[name] = model
         print(f"# {backend}: {name}: {info[name]['params']:,} parameters"
               + (f"; PyTorch twin agrees (logits {eq['logits_max_rel_err']:.1e}, "
