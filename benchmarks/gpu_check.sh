@@ -4,6 +4,8 @@
 #   bash benchmarks/gpu_check.sh            # from the repository root, with .venv set up (make venv)
 #   OUT=/tmp/gpu bash benchmarks/gpu_check.sh
 #
+# 0. every cuda kernel compiled to PTX (tests/cuda_compile_check.py; the script
+#    stops here if one does not compile);
 # 1. the cuda tests on the real device (NPSTN_REAL_GPU=1: no simulator);
 # 2. a short `npstn train --backend cuda` against the same run with --backend cpu
 #    (same config and seed): test errors and a few weights compared (needs MNIST:
@@ -75,6 +77,15 @@ run_step() {  # run_step NAME TIMEOUT_S COMMAND...: log in $OUT/NAME.log, status
         failed=1
     fi
 }
+
+# ---------------------------------------------------------------- 0. every kernel compiles
+# (about 20 s: all 88 kernels to PTX with this machine's numba-cuda; when that fails, every later
+# step would fail on the same error, so the script stops here and keeps the device time)
+run_step compile 120 "$PYTHON" tests/cuda_compile_check.py
+if [ $failed != 0 ]; then
+    note "gpu_check: the kernels do not compile here (see $OUT/compile.log); the other steps are skipped"
+    exit 1
+fi
 
 # ---------------------------------------------------------------- 1. cuda tests on the device
 # every test whose id names cuda, in every test file (the op table, the sampler and grids in 2-D
