@@ -30,8 +30,9 @@ other ways from the same test digits and the same random parameters:
   placement (rendered on a canvas twice as large with the same parameters);
 * R: the share of digits whose rotated ink is clipped by the 28x28 frame;
 * P: the test set drawn with the same parameters but the corner offsets
-  shrunk (x0.75, x0.5, x0: the scale alone), and the share of digits whose
-  ink the homography moves out of the 28x28 frame under each.
+  scaled with the digit (x s: moved on the unscaled frame) or shrunk (x0.75,
+  x0.5, x0: the scale alone), and the share of digits whose ink the
+  homography moves out of the 28x28 frame under each.
 
 ``errors``: where a trained R or RTS model's test errors fall (no retraining).
 Each test digit's own distortion (angle, scale, offset) is redrawn exactly
@@ -226,6 +227,10 @@ def generator(run) -> dict:
             "the study's renderer must reproduce the test set"
         add("default", x_default, _p_ink_lost(images, theta, size),
             f"scale U{D.PE_SCALE}, corners moved by N(0, {D.P_CORNER_STD:g} px)")
+        # another reading of the recipe: the offsets drawn on the unscaled frame, scaled with it
+        scaled = dict(params, corner_offset=params["corner_offset"] * params["scale"][:, None, None])
+        add("corners x s", D.render(images, "p", scaled), _p_ink_lost(images, D._theta_p(scaled, size), size),
+            f"the same draws, corner offsets x s (N(0, {D.P_CORNER_STD:g} s px): moved on the unscaled frame)")
         for k in (0.75, 0.5, 0.0):  # the same draws, the corner offsets shrunk
             gentle = dict(params, corner_offset=params["corner_offset"] * k)
             add(f"corners x{k:g}", D.render(images, "p", gentle), _p_ink_lost(images, D._theta_p(gentle, size), size),
