@@ -273,7 +273,7 @@ def test_table1_study_p_ink_lost_is_the_share_outside_the_frame():
     lost = {}
     for name, (scale, push) in cases.items():
         params = {"scale": np.full(3, scale), "corner_offset": np.repeat(push * corners, 3, axis=0)}
-        lost[name] = study._p_ink_lost(images, D._theta_p(params, 28), 28)
+        lost[name] = study._ink_lost(images, D._theta_p(params, 28), 28, F.projective_grid)
     np.testing.assert_allclose(lost["half"], 0.0, atol=1e-6)
     np.testing.assert_allclose(lost["same"], 0.0, atol=1e-6)
     np.testing.assert_allclose(lost["double"], 0.75, atol=0.02)

@@ -118,21 +118,30 @@ def print_reading(rows) -> None:
 
 
 # --------------------------------------------------------------------------- generator variants
-def _rts_theta_big(theta, factor):
-    """The same warp on a canvas ``factor`` times larger (same pixel size, same centre)."""
+def _theta_big(theta, factor):
+    """The same warp on a canvas ``factor`` times larger (same pixel size, same centre).
+
+    Canvas point x' is x = factor x' of the original canvas, so the coefficients of x and y scale
+    by ``factor``: affine theta (N, 2, 3), its first two columns; projective theta (N, 8) =
+    (a, b, c, d, e, f, g, h), a, b, d, e, g and h.
+    """
     big = theta.copy()
-    big[:, :, :2] *= factor
+    if big.ndim == 3:
+        big[:, :, :2] *= factor
+    else:
+        big[:, [0, 1, 3, 4, 6, 7]] *= factor
     return big
 
 
-def _sample(images, theta, size, supersample=1):
-    """Bilinear render of ``images`` through ``theta`` on an S x S canvas, ``supersample``^2 samples a pixel."""
+def _sample(images, theta, size, supersample=1, grid=F.affine_grid):
+    """Bilinear render of ``images`` through ``theta`` (``grid``'s parameters: affine by default, or
+    F.projective_grid's) on an S x S canvas, ``supersample``^2 samples a pixel."""
     n = len(images)
     out = np.empty((n, 1, size, size), np.float32)
     for s in range(0, n, 1000):
         sl = slice(s, min(n, s + 1000))
         th = np.ascontiguousarray(theta[sl], np.float32)
-        g = F.affine_grid(th, (th.shape[0], 1, size * supersample, size * supersample))
+        g = grid(th, (th.shape[0], 1, size * supersample, size * supersample))
         v = np.asarray(F.grid_sample(images[sl, None], g))
         if supersample > 1:
             k = supersample
@@ -141,9 +150,9 @@ def _sample(images, theta, size, supersample=1):
     return np.clip(out, 0, 1)
 
 
-def _ink_lost(images, theta, size) -> np.ndarray:
+def _ink_lost(images, theta, size, grid=F.affine_grid) -> np.ndarray:
     """Share of each digit's ink that falls outside an S x S canvas (rendered on a 2S canvas)."""
-    big = _sample(images, _rts_theta_big(theta, 2.0), 2 * size)
+    big = _sample(images, _theta_big(theta, 2.0), 2 * size, grid=grid)
     a = size // 2
     inside = big[:, 0, a:a + size, a:a + size].sum(axis=(1, 2))
     total = big.sum(axis=(1, 2, 3))
@@ -162,25 +171,6 @@ def _test_draws(name: str, n: int, size: int):
         return params, D._theta_p(params, size)
     params = D._draw_r(n, rng)
     return params, D._theta_r(params, size)
-
-
-def _p_ink_lost(images, theta, size) -> np.ndarray:
-    """Share of each digit's ink that a P warp (backward homographies ``theta`` (N, 8)) puts outside the
-    S x S frame: rendered on a 2S canvas of the same pixel size, where canvas point x' is x = 2x' of the
-    frame, so a, b, d, e, g, h (the coefficients of x and y) double."""
-    big = np.array(theta, dtype=np.float64)
-    big[:, [0, 1, 3, 4, 6, 7]] *= 2.0
-    n = len(images)
-    lost = np.empty(n)
-    for s in range(0, n, 1000):
-        sl = slice(s, min(n, s + 1000))
-        th = np.ascontiguousarray(big[sl], np.float32)
-        v = np.clip(np.asarray(F.grid_sample(images[sl, None], F.projective_grid(th, (th.shape[0], 1, 2 * size,
-                                                                                    2 * size)))), 0, 1)
-        a = size // 2
-        inside = v[:, 0, a:a + size, a:a + size].sum(axis=(1, 2))
-        lost[sl] = 1.0 - inside / np.maximum(v.sum(axis=(1, 2, 3)), 1e-12)
-    return lost
 
 
 def generator(run) -> dict:
@@ -225,17 +215,18 @@ def generator(run) -> dict:
         params, theta = _test_draws(name, len(images), size)
         assert np.allclose(D.render(images, "p", params), x_default, atol=1e-6), \
             "the study's renderer must reproduce the test set"
-        add("default", x_default, _p_ink_lost(images, theta, size),
+        add("default", x_default, _ink_lost(images, theta, size, F.projective_grid),
             f"scale U{D.PE_SCALE}, corners moved by N(0, {D.P_CORNER_STD:g} px)")
-        # another reading of the recipe: the offsets drawn on the unscaled frame, scaled with it
-        scaled = dict(params, corner_offset=params["corner_offset"] * params["scale"][:, None, None])
-        add("corners x s", D.render(images, "p", scaled), _p_ink_lost(images, D._theta_p(scaled, size), size),
-            f"the same draws, corner offsets x s (N(0, {D.P_CORNER_STD:g} s px): moved on the unscaled frame)")
-        for k in (0.75, 0.5, 0.0):  # the same draws, the corner offsets shrunk
-            gentle = dict(params, corner_offset=params["corner_offset"] * k)
-            add(f"corners x{k:g}", D.render(images, "p", gentle), _p_ink_lost(images, D._theta_p(gentle, size), size),
-                f"the same draws, corner offsets x{k:g} (N(0, {D.P_CORNER_STD * k:g} px))"
-                + ("; the scale alone" if k == 0 else ""))
+        std = D.P_CORNER_STD
+        variants = [("x s", params["scale"][:, None, None],  # another reading of the recipe
+                     f"(N(0, {std:g} s px): moved on the unscaled frame)")]
+        variants += [(f"x{k:g}", k, f"(N(0, {std * k:g} px))" + ("; the scale alone" if k == 0 else ""))
+                     for k in (0.75, 0.5, 0.0)]  # shrunk
+        for times, factor, how in variants:  # the same draws, the corner offsets multiplied by factor
+            p = dict(params, corner_offset=params["corner_offset"] * factor)
+            add(f"corners {times}", D.render(images, "p", p),
+                _ink_lost(images, D._theta_p(p, size), size, F.projective_grid),
+                f"the same draws, corner offsets {times} {how}")
     else:
         raise ValueError(f"generator study covers r, rts and p, not {name!r}")
     return result
