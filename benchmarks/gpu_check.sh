@@ -142,11 +142,10 @@ run_step bench-train 90 "$PYTHON" -m npstn bench train --backends cpu,cuda --rep
 # compute-sanitizer's memcheck any out-of-bounds or misaligned access fails the step too.
 SANITIZER=$(command -v compute-sanitizer || ls /usr/local/cuda/bin/compute-sanitizer 2>/dev/null | head -n 1)
 if [ -n "$SANITIZER" ]; then
-    run_step memcheck 120 env PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" "$SANITIZER" --tool memcheck \
-        --error-exitcode 1 "$PYTHON" benchmarks/gpu_memcheck.py
+    run_step memcheck 120 "$SANITIZER" --tool memcheck --error-exitcode 1 "$PYTHON" benchmarks/gpu_memcheck.py
 else
     note "SKIP  memcheck under compute-sanitizer: not found; the cuda-vs-cpu comparison runs alone"
-    run_step gpu-memcheck 90 env PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" "$PYTHON" benchmarks/gpu_memcheck.py
+    run_step gpu-memcheck 90 "$PYTHON" benchmarks/gpu_memcheck.py
 fi
 
 note "gpu_check: done; $([ $failed = 0 ] && echo 'every step passed' || echo 'some steps FAILED'); results in $OUT/"

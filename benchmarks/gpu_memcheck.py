@@ -22,9 +22,16 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import os
 import sys
 
 import numpy as np
+
+_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# the checkout's own npstn (found without installing; and never an older installed copy)
+if os.path.isdir(os.path.join(_REPO, "npstn")) and _REPO not in sys.path:
+    sys.path.insert(0, _REPO)
 
 
 def _awkward_grid(rng, n, h, w, dims):

@@ -885,8 +885,6 @@ def test_kernels_compile_for_a_real_gpu():
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
-
-
 def test_bench_train_step_on_device_is_the_training_step():
     """`npstn bench train --backends cuda` times the step training runs: the model and the batches on
     the device (not host arrays copied per op), the same losses as the host step."""
