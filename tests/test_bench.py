@@ -336,6 +336,57 @@ def test_table5_study_anchor_only_backward_matches_finite_differences(n, d, seed
     assert F.colocalisation_loss_backward(np.float64(1.0), e, r)[0].tolist() == full.tolist()  # restored
 
 
+@settings(max_examples=10, deadline=None)
+@given(n=st.integers(2, 3), canvas=st.integers(29, 40), seed=st.integers(0, 2**31 - 1))
+def test_table5_study_free_crops_gradient_matches_finite_differences(n, canvas, seed):
+    """free_crops.py: dL/dtheta through grid, sampler, encoder and the paper's loss, against central differences."""
+    fc = _load_script("table5_study/free_crops")
+    from npstn.colocalisation import cnn_encoder
+
+    rng = np.random.default_rng(seed)
+    enc = cnn_encoder(width=2, seed=seed % 1000)
+    for prm in enc.parameters():
+        prm.data = prm.data.astype(np.float64)
+    enc.eval()
+    x = rng.random((n, 1, canvas, canvas))
+    theta = np.column_stack([rng.uniform(0.3, 0.8, n), rng.uniform(-0.4, 0.4, (n, 2))])
+    rand = np.column_stack([np.full(n, 0.5), rng.uniform(-0.5, 0.5, (n, 2))])
+    e = enc(F.grid_sample(x, F.attention_grid(theta, (n, 1, 28, 28))))
+    r = enc(F.grid_sample(x, F.attention_grid(rand, (n, 1, 28, 28))))
+    h = F.colocalisation_hinges(e, r)
+    assume(np.all(np.abs(h[~np.eye(n, dtype=bool)]) > 1e-3))  # away from the hinge's kink
+    loss, g = fc.crop_loss_and_grad(x, theta, enc, rand)
+    assert loss == pytest.approx(float(F.colocalisation_loss(e, r)), rel=1e-12)
+    # ReLU, max-pool and the sampler's pixel cells make the chain piecewise smooth: where a kink lies
+    # within eps of theta the one-sided differences disagree, and the example is skipped
+    eps = 1e-7
+    ahead, behind = np.zeros_like(theta), np.zeros_like(theta)
+    for idx in np.ndindex(*theta.shape):
+        tp, tm = theta.copy(), theta.copy()
+        tp[idx] += eps
+        tm[idx] -= eps
+        ahead[idx] = (fc.crop_loss_and_grad(x, tp, enc, rand)[0] - loss) / eps
+        behind[idx] = (loss - fc.crop_loss_and_grad(x, tm, enc, rand)[0]) / eps
+    assume(np.allclose(ahead, behind, rtol=1e-3, atol=1e-4))
+    np.testing.assert_allclose(g, (ahead + behind) / 2, rtol=1e-4, atol=1e-6)
+    assert all(np.all(prm.grad == 0) for prm in enc.parameters() if prm.grad is not None)  # the encoder stays fixed
+
+
+def test_table5_study_free_crops_start_positions():
+    """free_crops.py: crops start at the centre, or at the true boxes shifted by exactly --radial px (frozen ones not)."""
+    fc = _load_script("table5_study/free_crops")
+    from npstn.colocalisation import box_to_theta
+
+    boxes = np.array([[10, 20, 38, 48], [50, 0, 78, 28], [28, 28, 56, 56]], dtype=np.float64)
+    centre = fc.start_thetas(boxes, "centre")
+    np.testing.assert_allclose(centre, [[28 / 84, 0, 0]] * 3)
+    th = fc.start_thetas(boxes, "truth", radial=10, frozen=1)
+    truth = box_to_theta(boxes, 84)
+    np.testing.assert_array_equal(th[0], truth[0])
+    np.testing.assert_allclose(np.hypot(*(th[1:, 1:] - truth[1:, 1:]).T) * 42, 10)
+    np.testing.assert_allclose(th[:, 0], 28 / 84)
+
+
 @pytest.mark.parametrize("variant", ["conv", "wide"])
 def test_table1_study_locnet_swaps_only_the_localisation_network(variant):
     """locnet.py: the ST-FCN's classifier as built, another loc net starting at the identity; restored after."""
