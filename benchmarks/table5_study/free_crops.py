@@ -16,6 +16,8 @@ held fixed (unless --learn-scale, or annealed). It asks where the crops go from 
     --init-scale S --anneal A,B   s = S until step A, then linearly to 28/84 at B
     --encoder-shift P         the encoder trained on digits shifted by up to P px
                               (a descriptor that cares less where the ink sits)
+    --anchor-only             each crop moved only as its pairs' anchor (the other
+                              image held fixed: stop_gradient.py's backward)
 
 Each step: crops V_n = sampler(I_n, attention_grid(theta_n)), random crops
 R_n (uniform 28x28 windows, drawn afresh), descriptors e = enc(V), r =
@@ -42,14 +44,17 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 if str(HERE.parents[1]) not in sys.path:  # the checkout's npstn, as the other benchmark scripts
     sys.path.insert(0, str(HERE.parents[1]))
+if str(HERE) not in sys.path:  # stop_gradient.py beside it
+    sys.path.insert(0, str(HERE))
 
 
-def crop_loss_and_grad(x, theta, encoder, random_theta, margin: float = 1.0):
+def crop_loss_and_grad(x, theta, encoder, random_theta, margin: float = 1.0, anchor_only: bool = False):
     """(L, dL/dtheta) of the paper's loss for crops ``theta`` (N, 3) of canvases ``x`` (N, 1, H, W).
 
     ``random_theta`` (N, 3) places the random crops R_n (data: no gradient).
     The chain: attention grid -> sampler -> encoder -> loss, each op's own
-    backward in reverse. The encoder's weights receive no update.
+    backward in reverse. The encoder's weights receive no update. ``anchor_only``: the
+    loss's backward is stop_gradient.py's (each crop moved only as its pairs' anchor).
     """
     from npstn import functional as F
     from npstn.colocalisation import DIGIT_SIZE
@@ -62,7 +67,11 @@ def crop_loss_and_grad(x, theta, encoder, random_theta, margin: float = 1.0):
     desc = encoder(np.concatenate([crops, rand]))
     e, r = desc[:n], desc[n:]
     loss = float(F.colocalisation_loss(e, r, margin=margin))
-    ge, _ = F.colocalisation_loss_backward(np.asarray(1.0, dtype=e.dtype), e, r, margin=margin)
+    if anchor_only:
+        from stop_gradient import anchor_only_backward as backward
+    else:
+        backward = F.colocalisation_loss_backward
+    ge, _ = backward(np.asarray(1.0, dtype=e.dtype), e, r, margin=margin)
     g_in = encoder.backward(np.concatenate([ge, np.zeros_like(ge)]))[:n]
     encoder.zero_grad()
     _, g_grid = F.grid_sample_backward(g_in, x, grid)
@@ -144,7 +153,8 @@ def run(args) -> dict:
             a, b = args.anneal
             f = min(1.0, max(0.0, (step - a) / max(1, b - a)))
             theta[:, 0] = args.init_scale * (1 - f) + s_end * f
-        loss, g = crop_loss_and_grad(x, theta, enc, _random_crops(n, rng, CANVAS, x.dtype), args.margin)
+        loss, g = crop_loss_and_grad(x, theta, enc, _random_crops(n, rng, CANVAS, x.dtype), args.margin,
+                                     args.anchor_only)
         g *= n
         g[:args.frozen] = 0
         if not args.learn_scale or args.anneal is not None:
@@ -173,6 +183,8 @@ def main(argv=None) -> int:
                    metavar="A,B", help="s from --init-scale to 28/84 between steps A and B")
     p.add_argument("--encoder-shift", type=int, default=0, metavar="PX",
                    help="train the encoder on digits shifted by up to PX px per axis (default: plain MNIST)")
+    p.add_argument("--anchor-only", action="store_true",
+                   help="stop the gradient at the other image of each pair (stop_gradient.py)")
     p.add_argument("--digit", type=int, default=3)
     p.add_argument("--clutter", action="store_true")
     p.add_argument("--lr", type=float, default=5e-4)
