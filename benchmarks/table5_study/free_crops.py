@@ -198,6 +198,17 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     if args.anneal is not None and args.init_scale is None:
         p.error("--anneal needs --init-scale")
+    for name in ("steps", "eval_every"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name.replace('_', '-')} must be at least 1")
+    for name in ("noise", "radial", "frozen", "lr", "margin", "encoder_shift"):
+        v = getattr(args, name)
+        if v is not None and not v >= 0:
+            p.error(f"--{name.replace('_', '-')} must be >= 0, got {v}")
+    if args.encoder_shift > 27:
+        p.error("--encoder-shift must be at most 27 (px within the 28x28 frame)")
+    if args.frozen and args.start != "truth":
+        p.error("--frozen holds crops at their digits: it needs --start truth")
     m = run(args)
     m["study"] = {"command": "python benchmarks/table5_study/free_crops.py "
                              + " ".join(sys.argv[1:] if argv is None else argv)}
