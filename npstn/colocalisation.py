@@ -576,6 +576,27 @@ def _random_crops(n, rng, canvas, dtype):
     return np.concatenate([np.full((n, 1), s), t], axis=1).astype(dtype)
 
 
+def crop_loss(encoder, x, crops, random_theta, margin: float = 1.0):
+    """The paper's loss on ``crops`` of canvases ``x``, and its gradient in the crops.
+
+    x (N, C, H, W) the canvases; crops (N, C, 28, 28) the transformer's crops
+    T(I_n); random_theta (N, 3) the attention parameters of the random crops
+    R(I_n) (data: no gradient). e = encoder(crops), r = encoder(R),
+    L = colocalisation_loss(e, r) (the mean over ordered pairs). Returns
+    ``(L, dL/dcrops)``; the encoder is fixed (its gradients are zeroed).
+    The loss's backward is looked up on ``npstn.functional`` at each call.
+    """
+    b = len(x)
+    rand = F.grid_sample(x, F.attention_grid(random_theta, (b, x.shape[1], DIGIT_SIZE, DIGIT_SIZE)))
+    desc = encoder(np.concatenate([crops, rand]))
+    e, r = desc[:b], desc[b:]
+    loss = float(F.colocalisation_loss(e, r, margin=margin))
+    ge, _ = F.colocalisation_loss_backward(np.float64(1.0), e, r, margin=margin)
+    g_in = encoder.backward(np.concatenate([ge, np.zeros_like(ge)]))
+    encoder.zero_grad()  # the encoder is fixed
+    return loss, g_in[:b]
+
+
 def _localised(st, x, boxes, canvas):
     theta = st.localization(x)
     iou = box_iou(theta_to_box(theta, canvas), boxes)
@@ -683,23 +704,13 @@ def _colocalise(config, progress, data, encoder, run):
     t0 = time.perf_counter()
     bar = tqdm(total=config.steps, desc=f"co-localise digit {config.digit} on {config.variant}", unit="step",
                disable=not progress, dynamic_ncols=True)
-    zeros = None
     for step in range(1, config.steps + 1):
         idx = rng.choice(n, size=b, replace=False)
         xb = x[idx]
         crops = st(xb)
-        rand_theta = _random_crops(b, rng, canvas, xb.dtype)
-        rand = F.grid_sample(xb, F.attention_grid(rand_theta, (b, 1, DIGIT_SIZE, DIGIT_SIZE)))
-        desc = enc(np.concatenate([crops, rand]))
-        e, r = desc[:b], desc[b:]
-        loss = float(F.colocalisation_loss(e, r, margin=config.margin))
-        ge, _ = F.colocalisation_loss_backward(np.float64(1.0), e, r, margin=config.margin)
-        if zeros is None or zeros.shape != ge.shape:
-            zeros = np.zeros_like(ge)
-        g_in = enc.backward(np.concatenate([ge, zeros]))
-        enc.zero_grad()  # the encoder is fixed; only the transformer learns
-        opt.zero_grad()
-        st.backward(g_in[:b])
+        loss, g_crops = crop_loss(enc, xb, crops, _random_crops(b, rng, canvas, xb.dtype), config.margin)
+        opt.zero_grad()  # only the transformer learns
+        st.backward(g_crops)
         if not config.learn_scale:  # s stays at init_scale: no gradient reaches its regression row
             reg = [m for m in st.localization if isinstance(m, nn.Linear)][-1]
             reg.weight.grad[0] = 0

@@ -36,6 +36,7 @@ with the digit's box (with s fixed at 28/84 that is the crop's own box).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from pathlib import Path
 
@@ -52,29 +53,20 @@ def crop_loss_and_grad(x, theta, encoder, random_theta, margin: float = 1.0, anc
     """(L, dL/dtheta) of the paper's loss for crops ``theta`` (N, 3) of canvases ``x`` (N, 1, H, W).
 
     ``random_theta`` (N, 3) places the random crops R_n (data: no gradient).
-    The chain: attention grid -> sampler -> encoder -> loss, each op's own
-    backward in reverse. The encoder's weights receive no update. ``anchor_only``: the
-    loss's backward is stop_gradient.py's (each crop moved only as its pairs' anchor).
+    The chain: attention grid -> sampler -> (encoder -> loss: ``npstn colocalise``'s
+    own ``crop_loss``), each op's own backward in reverse. The encoder's weights
+    receive no update. ``anchor_only``: the loss's backward is stop_gradient.py's
+    (each crop moved only as its pairs' anchor).
     """
     from npstn import functional as F
-    from npstn.colocalisation import DIGIT_SIZE
+    from npstn.colocalisation import DIGIT_SIZE, crop_loss
+    from stop_gradient import stop_gradient_at_partner
 
-    n = len(x)
-    size = (n, x.shape[1], DIGIT_SIZE, DIGIT_SIZE)
+    size = (len(x), x.shape[1], DIGIT_SIZE, DIGIT_SIZE)
     grid = F.attention_grid(theta, size)
-    crops = F.grid_sample(x, grid)
-    rand = F.grid_sample(x, F.attention_grid(random_theta, size))
-    desc = encoder(np.concatenate([crops, rand]))
-    e, r = desc[:n], desc[n:]
-    loss = float(F.colocalisation_loss(e, r, margin=margin))
-    if anchor_only:
-        from stop_gradient import anchor_only_backward as backward
-    else:
-        backward = F.colocalisation_loss_backward
-    ge, _ = backward(np.asarray(1.0, dtype=e.dtype), e, r, margin=margin)
-    g_in = encoder.backward(np.concatenate([ge, np.zeros_like(ge)]))[:n]
-    encoder.zero_grad()
-    _, g_grid = F.grid_sample_backward(g_in, x, grid)
+    with stop_gradient_at_partner() if anchor_only else contextlib.nullcontext():
+        loss, g_crops = crop_loss(encoder, x, F.grid_sample(x, grid), random_theta, margin)
+    _, g_grid = F.grid_sample_backward(g_crops, x, grid)
     return loss, F.attention_grid_backward(g_grid, theta, size)
 
 
