@@ -505,11 +505,16 @@ class ColocaliseConfig:
     steps, batch_size, lr, momentum : SGD on random batches of ``batch_size``
         images, all their ordered pairs in each step's loss (reduction "mean")
     margin : alpha of the hinge (the paper: 1)
+    stop_partner : hold the other image of each pair fixed in the backward (a stop-gradient:
+        :func:`npstn.functional.colocalisation_loss_backward`); False is the loss's full gradient
     images : images in the set (the paper: about 100)
     seed : the localisation network's initial weights and the batch stream
     data_seed : the set's digits, positions and clutter
     init_scale : s of the initial crop (None: 28/84, a 28x28 window)
     learn_scale : whether s is learnt (True, the paper's three parameters) or stays at init_scale
+    scale_anneal : None, or steps (A, B): s is set by a schedule instead, init_scale until step A,
+        then linearly to 28 / canvas (a 28x28 window) at step B and after (needs init_scale and
+        learn_scale=False; python only)
     eval_every : measure the localised share every this many steps (None: steps // 20)
     encoder_width, encoder_steps, encoder_batch_size, encoder_lr : the encoder (:func:`mnist_encoder`)
     """
@@ -521,12 +526,14 @@ class ColocaliseConfig:
     lr: float = 0.001
     momentum: float = 0.9
     margin: float = 1.0
+    stop_partner: bool = False
     images: int = NUM_IMAGES
     seed: int = 0
     data_seed: int = DATA_SEED
     init_scale: float | None = None
     learn_scale: bool = True
     bounded: tuple | None = None
+    scale_anneal: tuple | None = None
     eval_every: int | None = None
     encoder_width: int = 32
     encoder_steps: int = 1500
@@ -538,6 +545,7 @@ class ColocaliseConfig:
     def __post_init__(self):
         self.digit = _check_digit(self.digit)
         self.clutter = bool(self.clutter)
+        self.stop_partner = bool(self.stop_partner)
         for k in ("steps", "batch_size", "images", "encoder_width", "encoder_steps", "encoder_batch_size"):
             v = getattr(self, k)
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
@@ -548,6 +556,15 @@ class ColocaliseConfig:
             if len(self.bounded) != 2:
                 raise ValueError(f"bounded must be None or (s_min, s_max), got {self.bounded!r}")
             self.bounded = (float(self.bounded[0]), float(self.bounded[1]))
+        if self.scale_anneal is not None:
+            a = tuple(self.scale_anneal)
+            if (len(a) != 2 or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in a)
+                    or not 0 <= a[0] <= a[1]):
+                raise ValueError(f"scale_anneal must be None or steps (A, B) with 0 <= A <= B, got {self.scale_anneal!r}")
+            if self.init_scale is None or self.learn_scale or self.bounded is not None:
+                raise ValueError("scale_anneal sets s by a schedule from init_scale: it needs init_scale, "
+                                 "learn_scale=False and no bounded")
+            self.scale_anneal = (int(a[0]), int(a[1]))
         if self.eval_every is not None and (not isinstance(self.eval_every, (int, np.integer)) or self.eval_every < 1):
             raise ValueError(f"eval_every must be None or a positive int, got {self.eval_every!r}")
         for k in ("lr", "momentum", "margin", "encoder_lr"):
@@ -566,7 +583,16 @@ class ColocaliseConfig:
     def to_dict(self) -> dict:
         d = asdict(self)
         d["bounded"] = None if self.bounded is None else list(self.bounded)  # as JSON stores it
+        d["scale_anneal"] = None if self.scale_anneal is None else list(self.scale_anneal)
         return d
+
+
+def annealed_scale(step: int, start: float, anneal: tuple, canvas: int = CANVAS) -> float:
+    """s at ``step`` of the schedule ``anneal = (A, B)``: ``start`` until step A, then linearly to
+    28 / canvas (a 28x28 window) at step B and after."""
+    a, b = anneal
+    f = 1.0 if step >= b else max(0.0, (step - a) / (b - a))
+    return float(start) * (1.0 - f) + DIGIT_SIZE / canvas * f
 
 
 def _random_crops(n, rng, canvas, dtype):
@@ -576,7 +602,7 @@ def _random_crops(n, rng, canvas, dtype):
     return np.concatenate([np.full((n, 1), s), t], axis=1).astype(dtype)
 
 
-def crop_loss(encoder, x, crops, random_theta, margin: float = 1.0):
+def crop_loss(encoder, x, crops, random_theta, margin: float = 1.0, stop_partner: bool = False):
     """The paper's loss on ``crops`` of canvases ``x``, and its gradient in the crops.
 
     x (N, C, H, W) the canvases; crops (N, C, 28, 28) the transformer's crops
@@ -584,14 +610,15 @@ def crop_loss(encoder, x, crops, random_theta, margin: float = 1.0):
     R(I_n) (data: no gradient). e = encoder(crops), r = encoder(R),
     L = colocalisation_loss(e, r) (the mean over ordered pairs). Returns
     ``(L, dL/dcrops)``; the encoder is fixed (its gradients are zeroed).
-    The loss's backward is looked up on ``npstn.functional`` at each call.
+    ``stop_partner``: the other image of each pair is held fixed in the
+    backward (:func:`npstn.functional.colocalisation_loss_backward`).
     """
     b = len(x)
     rand = F.grid_sample(x, F.attention_grid(random_theta, (b, x.shape[1], DIGIT_SIZE, DIGIT_SIZE)))
     desc = encoder(np.concatenate([crops, rand]))
     e, r = desc[:b], desc[b:]
     loss = float(F.colocalisation_loss(e, r, margin=margin))
-    ge, _ = F.colocalisation_loss_backward(np.float64(1.0), e, r, margin=margin)
+    ge, _ = F.colocalisation_loss_backward(np.float64(1.0), e, r, margin=margin, stop_partner=stop_partner)
     g_in = encoder.backward(np.concatenate([ge, np.zeros_like(ge)]))
     encoder.zero_grad()  # the encoder is fixed
     return loss, g_in[:b]
@@ -694,6 +721,7 @@ def _colocalise(config, progress, data, encoder, run):
     opt = nn.SGD(st.parameters(), lr=config.lr, momentum=config.momentum)
     rng = np.random.default_rng(np.random.SeedSequence(config.seed, spawn_key=(1,)))
     n, b = len(x), min(config.batch_size, len(x))
+    reg = [m for m in st.localization if isinstance(m, nn.Linear)][-1]  # the regression layer (s, t_x, t_y)
     if run is not None:
         atomic_write_json(run / "config.json", config.to_dict())
     pct, miou, theta = _localised(st, x, boxes, canvas)
@@ -705,14 +733,16 @@ def _colocalise(config, progress, data, encoder, run):
     bar = tqdm(total=config.steps, desc=f"co-localise digit {config.digit} on {config.variant}", unit="step",
                disable=not progress, dynamic_ncols=True)
     for step in range(1, config.steps + 1):
+        if config.scale_anneal is not None:  # s's weight row stays 0 (learn_scale=False): its bias is s
+            reg.bias.data[0] = annealed_scale(step, config.init_scale, config.scale_anneal, canvas)
         idx = rng.choice(n, size=b, replace=False)
         xb = x[idx]
         crops = st(xb)
-        loss, g_crops = crop_loss(enc, xb, crops, _random_crops(b, rng, canvas, xb.dtype), config.margin)
+        loss, g_crops = crop_loss(enc, xb, crops, _random_crops(b, rng, canvas, xb.dtype), config.margin,
+                                  config.stop_partner)
         opt.zero_grad()  # only the transformer learns
         st.backward(g_crops)
         if not config.learn_scale:  # s stays at init_scale: no gradient reaches its regression row
-            reg = [m for m in st.localization if isinstance(m, nn.Linear)][-1]
             reg.weight.grad[0] = 0
             reg.bias.grad[0] = 0
         opt.step()

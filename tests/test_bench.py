@@ -301,39 +301,15 @@ def test_table1_study_ablation_fixes_only_the_named_parameters():
             np.testing.assert_array_equal(p["offset"], rts["offset"])
 
 
-@settings(max_examples=25, deadline=None)
-@given(n=st.integers(2, 5), d=st.integers(1, 4), seed=st.integers(0, 2**31 - 1))
-def test_table5_study_anchor_only_backward_matches_finite_differences(n, d, seed):
-    """stop_gradient.py: the gradient of the paper's loss in the anchors, the other images held fixed."""
+@pytest.mark.parametrize("argv", [["--anneal", "0,100"], ["--init-scale", "1", "--anneal", "0,100", "--fixed-scale"],
+                                  ["--init-scale", "1", "--anneal", "100,0"]])
+def test_table5_study_stop_gradient_checks_the_schedule(argv, capsys):
+    """stop_gradient.py: --anneal needs --init-scale, sets s itself and runs forward in time (exit 2)."""
     sg = _load_script("table5_study/stop_gradient")
-    rng = np.random.default_rng(seed)
-    e = rng.normal(size=(n, d))
-    r = rng.normal(size=(n, d))
-
-    def held(x):  # the loss with x_n as every pair's anchor and e_m as the other image, fixed
-        tot = 0.0
-        for i in range(n):
-            for j in range(n):
-                if i != j:
-                    tot += max(0.0, np.sum((x[i] - e[j]) ** 2) - np.sum((x[i] - r[i]) ** 2) + 1.0)
-        return tot / (n * (n - 1))
-
-    h = F.colocalisation_hinges(e, r)
-    assume(np.all(np.abs(h[~np.eye(n, dtype=bool)]) > 1e-3))  # away from the hinge's kink
-    ge, gr = sg.anchor_only_backward(np.float64(1.0), e, r)
-    eps = 1e-6
-    fd = np.zeros_like(e)
-    for idx in np.ndindex(*e.shape):
-        xp, xm = e.copy(), e.copy()
-        xp[idx] += eps
-        xm[idx] -= eps
-        fd[idx] = (held(xp) - held(xm)) / (2 * eps)
-    np.testing.assert_allclose(ge, fd, rtol=1e-5, atol=1e-7)
-    assert np.all(gr == 0)
-    full, _ = F.colocalisation_loss_backward(np.float64(1.0), e, r)
-    with sg.stop_gradient_at_partner():
-        assert F.colocalisation_loss_backward is sg.anchor_only_backward
-    assert F.colocalisation_loss_backward(np.float64(1.0), e, r)[0].tolist() == full.tolist()  # restored
+    with pytest.raises(SystemExit) as exc:
+        sg.main(argv)
+    assert exc.value.code == 2
+    assert "anneal" in capsys.readouterr().err
 
 
 @settings(max_examples=10, deadline=None)
@@ -385,6 +361,16 @@ def test_table5_study_free_crops_start_positions():
     np.testing.assert_array_equal(th[0], truth[0])
     np.testing.assert_allclose(np.hypot(*(th[1:, 1:] - truth[1:, 1:]).T) * 42, 10)
     np.testing.assert_allclose(th[:, 0], 28 / 84)
+
+
+@pytest.mark.parametrize("argv", [["--full-from", "5"], ["--anchor-only", "--full-from", "0"]])
+def test_table5_study_free_crops_full_from_needs_an_anchor_only_phase(argv, capsys):
+    """free_crops.py: --full-from ends the anchor-only phase, so it needs --anchor-only and a step >= 1 (exit 2)."""
+    fc = _load_script("table5_study/free_crops")
+    with pytest.raises(SystemExit) as exc:
+        fc.main(argv)
+    assert exc.value.code == 2
+    assert "--full-from" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("variant", ["conv", "wide"])

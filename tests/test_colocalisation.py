@@ -68,6 +68,35 @@ def test_backward_matches_finite_differences(case):
     assert gradcheck(forward, [e, r], backward=backward, eps=1e-6, atol=1e-6, rtol=1e-5)
 
 
+@settings(max_examples=25, deadline=None)
+@given(case=loss_cases())
+def test_stop_partner_backward_is_the_gradient_with_the_other_images_held(case):
+    """stop_partner=True: dL/de_n with e_m (m != n) held fixed in the pairs (n, m); dL/dr as the full backward."""
+    e, r, margin, reduction = case
+    n = len(e)
+    h = F.colocalisation_hinges(e, r, margin)
+    assume(np.min(np.abs(h[np.isfinite(h)])) > 1e-3)  # away from the hinge's kinks
+    g = np.random.default_rng(2).uniform(0.5, 2.0)
+
+    def held(i, x):  # the loss's terms in which e_i is the anchor, as a function of e_i = x
+        q = np.sum((x - r[i]) ** 2)
+        t = sum(max(0.0, np.sum((x - e[j]) ** 2) - q + margin) for j in range(n) if j != i)
+        return g * t / (n * (n - 1) if reduction == "mean" else 1)
+
+    ge, gr = F.colocalisation_loss_backward(np.float64(g), e, r, margin=margin, reduction=reduction,
+                                            stop_partner=True)
+    eps, fd = 1e-6, np.zeros_like(e)
+    for i, k in np.ndindex(*e.shape):
+        step = np.zeros(e.shape[1])
+        step[k] = eps
+        fd[i, k] = (held(i, e[i] + step) - held(i, e[i] - step)) / (2 * eps)
+    np.testing.assert_allclose(ge, fd, rtol=1e-5, atol=1e-7)
+    _, full_gr = F.colocalisation_loss_backward(np.float64(g), e, r, margin=margin, reduction=reduction)
+    np.testing.assert_array_equal(gr, full_gr)
+    with pytest.raises(TypeError, match="stop_partner"):
+        F.colocalisation_loss_backward(np.float64(g), e, r, stop_partner="yes")
+
+
 def test_backward_matches_torch_autograd():
     torch = pytest.importorskip("torch")
     rng = np.random.default_rng(3)
@@ -284,6 +313,33 @@ def test_short_run_lowers_the_loss():
     assert last < first - 0.05, m["history"]
     assert [h["step"] for h in m["history"]] == [0, 4, 10, 20, 40]  # snapshots at 10%, 25%, 50% and the end
     assert 0 <= m["localised_percent"] <= 100 and len(m["per_image_iou"]) == 12
+
+
+def test_scale_anneal_sets_s_by_its_schedule_and_nothing_else_moves_it():
+    """scale_anneal=(A, B): s = init_scale until A, linear to 28/84 at B, then held; the crops' final s is 28/84."""
+    assert C.annealed_scale(0, 1.0, (2, 6)) == 1.0 and C.annealed_scale(2, 1.0, (2, 6)) == 1.0
+    assert C.annealed_scale(4, 1.0, (2, 6)) == pytest.approx((1.0 + 28 / 84) / 2)
+    assert C.annealed_scale(6, 1.0, (2, 6)) == C.annealed_scale(99, 1.0, (2, 6)) == pytest.approx(28 / 84)
+    assert C.annealed_scale(5, 0.5, (5, 5)) == pytest.approx(28 / 84)  # A == B: a step
+    x, b = C.colocalisation_set(2, images=12, digits=DIGITS, labels=LABELS, seed=3)
+    config = C.ColocaliseConfig(digit=2, steps=8, batch_size=8, lr=0.01, eval_every=2, images=12, init_scale=1.0,
+                                learn_scale=False, scale_anneal=(2, 6))
+    m = C.colocalise(config, progress=False, data=(x, b), encoder=tiny_encoder())
+    assert m["final_theta_mean"][0] == pytest.approx(28 / 84, abs=1e-6)
+    assert json.loads(json.dumps(config.to_dict()))["scale_anneal"] == [2, 6]
+
+
+@pytest.mark.parametrize("kw, match", [
+    (dict(init_scale=1.0, learn_scale=False, scale_anneal=(5, 2)), "0 <= A <= B"),
+    (dict(init_scale=1.0, learn_scale=False, scale_anneal=(1.5, 2)), "0 <= A <= B"),
+    (dict(init_scale=1.0, learn_scale=False, scale_anneal=(1,)), "0 <= A <= B"),
+    (dict(learn_scale=False, scale_anneal=(0, 2)), "init_scale"),
+    (dict(init_scale=1.0, scale_anneal=(0, 2)), "learn_scale=False"),
+    (dict(init_scale=1.0, learn_scale=False, bounded=(0.2, 1.0), scale_anneal=(0, 2)), "no bounded"),
+])
+def test_scale_anneal_config_checks(kw, match):
+    with pytest.raises(ValueError, match=match):
+        C.ColocaliseConfig(**kw)
 
 
 # ------------------------------------------------------------------------------- commands

@@ -17,7 +17,10 @@ held fixed (unless --learn-scale, or annealed). It asks where the crops go from 
     --encoder-shift P         the encoder trained on digits shifted by up to P px
                               (a descriptor that cares less where the ink sits)
     --anchor-only             each crop moved only as its pairs' anchor (the other
-                              image held fixed: stop_gradient.py's backward)
+                              image held fixed: the loss's backward with stop_partner)
+    --anchor-only --full-from K   ... for steps 1 to K-1, the paper's full gradient
+                              from step K on (does the full gradient keep and
+                              complete what the anchor-only phase gained?)
 
 Each step: crops V_n = sampler(I_n, attention_grid(theta_n)), random crops
 R_n (uniform 28x28 windows, drawn afresh), descriptors e = enc(V), r =
@@ -36,7 +39,6 @@ with the digit's box (with s fixed at 28/84 that is the crop's own box).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import sys
 from pathlib import Path
 
@@ -45,8 +47,6 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 if str(HERE.parents[1]) not in sys.path:  # the checkout's npstn, as the other benchmark scripts
     sys.path.insert(0, str(HERE.parents[1]))
-if str(HERE) not in sys.path:  # stop_gradient.py beside it
-    sys.path.insert(0, str(HERE))
 
 
 def crop_loss_and_grad(x, theta, encoder, random_theta, margin: float = 1.0, anchor_only: bool = False):
@@ -55,17 +55,15 @@ def crop_loss_and_grad(x, theta, encoder, random_theta, margin: float = 1.0, anc
     ``random_theta`` (N, 3) places the random crops R_n (data: no gradient).
     The chain: attention grid -> sampler -> (encoder -> loss: ``npstn colocalise``'s
     own ``crop_loss``), each op's own backward in reverse. The encoder's weights
-    receive no update. ``anchor_only``: the loss's backward is stop_gradient.py's
-    (each crop moved only as its pairs' anchor).
+    receive no update. ``anchor_only``: the loss's backward with the other image
+    of each pair held fixed (``stop_partner``: each crop moved only as its pairs' anchor).
     """
     from npstn import functional as F
     from npstn.colocalisation import DIGIT_SIZE, crop_loss
-    from stop_gradient import stop_gradient_at_partner
 
     size = (len(x), x.shape[1], DIGIT_SIZE, DIGIT_SIZE)
     grid = F.attention_grid(theta, size)
-    with stop_gradient_at_partner() if anchor_only else contextlib.nullcontext():
-        loss, g_crops = crop_loss(encoder, x, F.grid_sample(x, grid), random_theta, margin)
+    loss, g_crops = crop_loss(encoder, x, F.grid_sample(x, grid), random_theta, margin, stop_partner=anchor_only)
     _, g_grid = F.grid_sample_backward(g_crops, x, grid)
     return loss, F.attention_grid_backward(g_grid, theta, size)
 
@@ -110,8 +108,8 @@ def shifted_digits(shift: int, data_dir=None, seed: int = 0):
 
 
 def run(args) -> dict:
-    from npstn.colocalisation import (CANVAS, DIGIT_SIZE, _random_crops, box_iou, colocalisation_set,
-                                      mnist_encoder, theta_to_box)
+    from npstn.colocalisation import (CANVAS, DIGIT_SIZE, _random_crops, annealed_scale, box_iou,
+                                      colocalisation_set, mnist_encoder, theta_to_box)
 
     x, boxes = colocalisation_set(args.digit, args.clutter, data_dir=args.data_dir)
     x = x.astype(np.float64)
@@ -142,11 +140,10 @@ def run(args) -> dict:
     history = [{"step": 0, "localised_percent": pct, "mean_iou": miou, "loss": None}]
     for step in range(1, args.steps + 1):
         if args.anneal is not None:
-            a, b = args.anneal
-            f = min(1.0, max(0.0, (step - a) / max(1, b - a)))
-            theta[:, 0] = args.init_scale * (1 - f) + s_end * f
+            theta[:, 0] = annealed_scale(step, args.init_scale, args.anneal, CANVAS)
+        anchor_only = args.anchor_only and (args.full_from is None or step < args.full_from)
         loss, g = crop_loss_and_grad(x, theta, enc, _random_crops(n, rng, CANVAS, x.dtype), args.margin,
-                                     args.anchor_only)
+                                     anchor_only)
         g *= n
         g[:args.frozen] = 0
         if not args.learn_scale or args.anneal is not None:
@@ -176,7 +173,9 @@ def main(argv=None) -> int:
     p.add_argument("--encoder-shift", type=int, default=0, metavar="PX",
                    help="train the encoder on digits shifted by up to PX px per axis (default: plain MNIST)")
     p.add_argument("--anchor-only", action="store_true",
-                   help="stop the gradient at the other image of each pair (stop_gradient.py)")
+                   help="stop the gradient at the other image of each pair (stop_partner)")
+    p.add_argument("--full-from", type=int, default=None, metavar="K",
+                   help="with --anchor-only: the full gradient from step K on")
     p.add_argument("--digit", type=int, default=3)
     p.add_argument("--clutter", action="store_true")
     p.add_argument("--lr", type=float, default=5e-4)
@@ -199,6 +198,10 @@ def main(argv=None) -> int:
             p.error(f"--{name.replace('_', '-')} must be >= 0, got {v}")
     if args.encoder_shift > 27:
         p.error("--encoder-shift must be at most 27 (px within the 28x28 frame)")
+    if args.full_from is not None and not args.anchor_only:
+        p.error("--full-from ends the anchor-only phase: it needs --anchor-only")
+    if args.full_from is not None and args.full_from < 1:
+        p.error(f"--full-from must be at least 1, got {args.full_from}")
     if args.frozen and args.start != "truth":
         p.error("--frozen holds crops at their digits: it needs --start truth")
     m = run(args)

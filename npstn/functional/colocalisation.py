@@ -25,6 +25,17 @@ sums) and ((a + a^T) e)_n = sum_m (a_nm + a_mn) e_m. The hinge is not
 differentiable at h_nm = 0; like torch's ReLU, a_nm takes 0 there (the
 sub-gradient from the left).
 
+``stop_partner=True`` holds the other image of each pair fixed (a
+stop-gradient, as SimSiam's on one branch of a Siamese network): e_n is
+moved only as the anchor of its pairs, toward the others and away from its
+random crop, and no longer pulled by the others' pairs, so the crops cannot
+lower the loss by collapsing onto one another (docs/colocalisation.md)::
+
+    dL/de_n = g sum_m a_nm (2 (e_n - e_m) - 2 (e_n - r_n)) = 2 g (A_n r_n - (a . e)_n)
+
+dL/dr_n is unchanged. The loss's value is the same; this is the gradient of
+L with e_m, m != n, treated as constants in the pairs (n, m).
+
 Shapes: embeddings (N, D) and random_embeddings (N, D), N >= 2, float32 or
 float64 (the same); the loss is a NumPy scalar of their dtype. The sums are
 formed in float64 and the results cast back. Backends: "numpy" and "cpu"
@@ -98,12 +109,15 @@ def colocalisation_loss(embeddings, random_embeddings, *, margin: float = 1.0, r
 
 
 def colocalisation_loss_backward(grad_output, embeddings, random_embeddings, *, margin: float = 1.0,
-                                 reduction: str = "mean", backend: str | None = None):
+                                 reduction: str = "mean", stop_partner: bool = False, backend: str | None = None):
     """(dL/dembeddings, dL/drandom_embeddings), each (N, D) of the inputs' dtype.
 
-    grad_output: the upstream gradient of the (scalar) loss. Equations in the
+    grad_output: the upstream gradient of the (scalar) loss; stop_partner: hold
+    the other image of each pair fixed (a stop-gradient). Equations in the
     module docstring.
     """
+    if not isinstance(stop_partner, (bool, np.bool_)):
+        raise TypeError(f"colocalisation_loss_backward: stop_partner must be a bool, got {stop_partner!r}")
     _check("colocalisation_loss_backward", embeddings, random_embeddings, margin, reduction, backend)
     g = np.asarray(grad_output, dtype=np.float64)
     if g.shape != ():
@@ -117,6 +131,9 @@ def colocalisation_loss_backward(grad_output, embeddings, random_embeddings, *, 
     r = np.asarray(random_embeddings, dtype=np.float64)
     rows, cols = a.sum(axis=1), a.sum(axis=0)  # A_n, A'_n
     diff = e - r
-    grad_e = scale * ((rows + cols)[:, None] * e - (a + a.T) @ e - rows[:, None] * diff)
+    if stop_partner:
+        grad_e = scale * (rows[:, None] * r - a @ e)
+    else:
+        grad_e = scale * ((rows + cols)[:, None] * e - (a + a.T) @ e - rows[:, None] * diff)
     grad_r = scale * rows[:, None] * diff
     return grad_e.astype(embeddings.dtype), grad_r.astype(embeddings.dtype)
