@@ -64,7 +64,7 @@ from npstn.utils.io import atomic_write_bytes, atomic_write_json, atomic_write_t
 
 __all__ = [
     "CANVAS", "DIGIT_SIZE", "NUM_IMAGES", "CLUTTER_PATCHES", "CLUTTER_SIZE", "IOU_THRESHOLD", "DATA_SEED",
-    "ENCODER_VERSION", "PAPER_TABLE5", "RUN_FILES", "ColocaliseConfig", "Encoder", "BoundedAttention",
+    "AS_STATED", "ENCODER_VERSION", "PAPER_TABLE5", "RUN_FILES", "ColocaliseConfig", "Encoder", "BoundedAttention",
     "box_iou", "theta_to_box", "box_to_theta", "colocalisation_set", "localisation_net", "build_transformer",
     "cnn_encoder", "mnist_encoder", "encoder_cache_dir", "colocalise", "reproduce_table5", "table5_markdown",
     "plot_boxes",
@@ -501,39 +501,51 @@ def mnist_encoder(*, width: int = 32, steps: int = 1500, batch_size: int = 64, l
 class ColocaliseConfig:
     """Every setting of one co-localisation run (saved as ``config.json``).
 
+    The defaults are npstn's recipe, chosen by experiment (docs/colocalisation.md,
+    "npstn's recipe"): the paper's loss and networks, with the gradient stopped at
+    the other image of each pair (``stop_partner``), s set by a schedule from the
+    whole canvas (``init_scale=1``) down to a 28x28 window over the first two
+    thirds of the run (``scale_anneal``) instead of learnt, and lr 0.003 dropped
+    10x after 2/3 and 5/6 of 3000 steps. The paper's setup as stated (full
+    gradient, s learnt from a 28x28 window, constant rate) is
+    ``stop_partner=False, init_scale=None, learn_scale=True, scale_anneal=None,
+    lr_drops=()`` (npstn's default before the recipe also had lr 0.001 and 500 steps).
+
     digit, clutter : the set (class 0..9; T or TC)
     steps, batch_size, lr, momentum : SGD on random batches of ``batch_size``
         images, all their ordered pairs in each step's loss (reduction "mean")
+    lr_drops : fractions of ``steps`` after which the rate drops 10x (() for a constant rate)
     margin : alpha of the hinge (the paper: 1)
     stop_partner : hold the other image of each pair fixed in the backward (a stop-gradient:
         :func:`npstn.functional.colocalisation_loss_backward`); False is the loss's full gradient
     images : images in the set (the paper: about 100)
     seed : the localisation network's initial weights and the batch stream
     data_seed : the set's digits, positions and clutter
-    init_scale : s of the initial crop (None: 28/84, a 28x28 window)
+    init_scale : s of the initial crop (None: 28/84, a 28x28 window; 1: the whole canvas)
     learn_scale : whether s is learnt (True, the paper's three parameters) or stays at init_scale
-    scale_anneal : None, or steps (A, B): s is set by a schedule instead, init_scale until step A,
-        then linearly to 28 / canvas (a 28x28 window) at step B and after (needs init_scale and
-        learn_scale=False; python only)
+    scale_anneal : None, or fractions (a, b) of ``steps``: s is set by a schedule instead of learnt,
+        init_scale until step a * steps, then linearly to 28 / canvas (a 28x28 window) at step
+        b * steps and after (needs init_scale and learn_scale=False)
     eval_every : measure the localised share every this many steps (None: steps // 20)
     encoder_width, encoder_steps, encoder_batch_size, encoder_lr : the encoder (:func:`mnist_encoder`)
     """
 
     digit: int = 0
     clutter: bool = False
-    steps: int = 500
+    steps: int = 3000
     batch_size: int = 16
-    lr: float = 0.001
+    lr: float = 0.003
+    lr_drops: tuple = (0.667, 0.833)
     momentum: float = 0.9
     margin: float = 1.0
-    stop_partner: bool = False
+    stop_partner: bool = True
     images: int = NUM_IMAGES
     seed: int = 0
     data_seed: int = DATA_SEED
-    init_scale: float | None = None
-    learn_scale: bool = True
+    init_scale: float | None = 1.0
+    learn_scale: bool = False
     bounded: tuple | None = None
-    scale_anneal: tuple | None = None
+    scale_anneal: tuple | None = (0.0, 0.6667)
     eval_every: int | None = None
     encoder_width: int = 32
     encoder_steps: int = 1500
@@ -556,15 +568,19 @@ class ColocaliseConfig:
             if len(self.bounded) != 2:
                 raise ValueError(f"bounded must be None or (s_min, s_max), got {self.bounded!r}")
             self.bounded = (float(self.bounded[0]), float(self.bounded[1]))
+        self.lr_drops = tuple(float(f) for f in self.lr_drops)
+        if not all(0 < f < 1 for f in self.lr_drops):
+            raise ValueError(f"lr_drops must be fractions of the run in (0, 1), got {self.lr_drops}")
         if self.scale_anneal is not None:
             a = tuple(self.scale_anneal)
-            if (len(a) != 2 or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in a)
-                    or not 0 <= a[0] <= a[1]):
-                raise ValueError(f"scale_anneal must be None or steps (A, B) with 0 <= A <= B, got {self.scale_anneal!r}")
+            if (len(a) != 2 or not all(isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
+                                       for v in a) or not 0 <= a[0] <= a[1] <= 1):
+                raise ValueError("scale_anneal must be None or fractions of the run (a, b) with 0 <= a <= b <= 1, "
+                                 f"got {self.scale_anneal!r}")
             if self.init_scale is None or self.learn_scale or self.bounded is not None:
                 raise ValueError("scale_anneal sets s by a schedule from init_scale: it needs init_scale, "
-                                 "learn_scale=False and no bounded")
-            self.scale_anneal = (int(a[0]), int(a[1]))
+                                 "learn_scale=False and no bounded (to learn s, set scale_anneal=None)")
+            self.scale_anneal = (float(a[0]), float(a[1]))
         if self.eval_every is not None and (not isinstance(self.eval_every, (int, np.integer)) or self.eval_every < 1):
             raise ValueError(f"eval_every must be None or a positive int, got {self.eval_every!r}")
         for k in ("lr", "momentum", "margin", "encoder_lr"):
@@ -580,19 +596,34 @@ class ColocaliseConfig:
     def eval_interval(self) -> int:
         return self.eval_every or max(1, self.steps // 20)
 
+    @property
+    def anneal_steps(self) -> tuple | None:
+        """``scale_anneal`` in steps (A, B), or None."""
+        if self.scale_anneal is None:
+            return None
+        return tuple(int(round(f * self.steps)) for f in self.scale_anneal)
+
     def to_dict(self) -> dict:
         d = asdict(self)
         d["bounded"] = None if self.bounded is None else list(self.bounded)  # as JSON stores it
+        d["lr_drops"] = list(self.lr_drops)
         d["scale_anneal"] = None if self.scale_anneal is None else list(self.scale_anneal)
         return d
 
 
 def annealed_scale(step: int, start: float, anneal: tuple, canvas: int = CANVAS) -> float:
-    """s at ``step`` of the schedule ``anneal = (A, B)``: ``start`` until step A, then linearly to
+    """s at ``step`` of the schedule ``anneal = (A, B)`` (steps): ``start`` until step A, then linearly to
     28 / canvas (a 28x28 window) at step B and after."""
     a, b = anneal
     f = 1.0 if step >= b else max(0.0, (step - a) / (b - a))
     return float(start) * (1.0 - f) + DIGIT_SIZE / canvas * f
+
+
+#: The paper's setup as stated (the full gradient, s learnt from a centred 28x28 window, a constant
+#: rate), with npstn's defaults of before the recipe for the rate and the length:
+#: ``ColocaliseConfig(**AS_STATED)`` (``npstn colocalise --as-stated``).
+AS_STATED = {"stop_partner": False, "init_scale": None, "learn_scale": True, "scale_anneal": None,
+             "lr_drops": (), "lr": 0.001, "steps": 500}
 
 
 def _random_crops(n, rng, canvas, dtype):
@@ -719,6 +750,8 @@ def _colocalise(config, progress, data, encoder, run):
     enc.eval()
     st = build_transformer(canvas, config.init_scale, config.seed, config.bounded)
     opt = nn.SGD(st.parameters(), lr=config.lr, momentum=config.momentum)
+    drops = sorted({m for m in (int(round(f * config.steps)) for f in config.lr_drops) if 0 < m < config.steps})
+    scheduler = nn.MultiStepLR(opt, drops, 0.1)
     rng = np.random.default_rng(np.random.SeedSequence(config.seed, spawn_key=(1,)))
     n, b = len(x), min(config.batch_size, len(x))
     reg = [m for m in st.localization if isinstance(m, nn.Linear)][-1]  # the regression layer (s, t_x, t_y)
@@ -734,7 +767,7 @@ def _colocalise(config, progress, data, encoder, run):
                disable=not progress, dynamic_ncols=True)
     for step in range(1, config.steps + 1):
         if config.scale_anneal is not None:  # s's weight row stays 0 (learn_scale=False): its bias is s
-            reg.bias.data[0] = annealed_scale(step, config.init_scale, config.scale_anneal, canvas)
+            reg.bias.data[0] = annealed_scale(step, config.init_scale, config.anneal_steps, canvas)
         idx = rng.choice(n, size=b, replace=False)
         xb = x[idx]
         crops = st(xb)
@@ -746,6 +779,7 @@ def _colocalise(config, progress, data, encoder, run):
             reg.weight.grad[0] = 0
             reg.bias.grad[0] = 0
         opt.step()
+        scheduler.step()
         if not math.isfinite(loss) or not all(np.isfinite(p.data).all() for p in st.parameters()):
             from npstn.train import TrainingDiverged
 

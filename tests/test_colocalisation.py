@@ -304,10 +304,15 @@ def test_gradient_through_the_whole_chain_matches_finite_differences():
     assert gradcheck(forward, [theta], backward=backward, eps=1e-6, atol=1e-3, rtol=1e-2)
 
 
+#: the paper's setup as stated (ColocaliseConfig's docstring): full gradient, s learnt from a 28x28 window
+PAPER_AS_STATED = dict(stop_partner=False, init_scale=None, learn_scale=True, scale_anneal=None, lr_drops=())
+
+
 def test_short_run_lowers_the_loss():
-    """SGD on the hinge loss lowers it (T, synthetic digits, a random 4-filter encoder)."""
+    """SGD on the hinge loss, its full gradient, lowers it (T, synthetic digits, a random 4-filter encoder)."""
     x, b = C.colocalisation_set(2, images=12, digits=DIGITS, labels=LABELS, seed=3)
-    config = C.ColocaliseConfig(digit=2, steps=40, batch_size=8, lr=0.01, eval_every=20, images=12)
+    config = C.ColocaliseConfig(digit=2, steps=40, batch_size=8, lr=0.01, eval_every=20, images=12,
+                                **PAPER_AS_STATED)
     m = C.colocalise(config, progress=False, data=(x, b), encoder=tiny_encoder())
     first, last = m["history"][1]["loss"], m["history"][-1]["loss"]
     assert last < first - 0.05, m["history"]
@@ -316,26 +321,28 @@ def test_short_run_lowers_the_loss():
 
 
 def test_scale_anneal_sets_s_by_its_schedule_and_nothing_else_moves_it():
-    """scale_anneal=(A, B): s = init_scale until A, linear to 28/84 at B, then held; the crops' final s is 28/84."""
+    """scale_anneal=(a, b): s = init_scale until step a*steps, linear to 28/84 at b*steps, then held."""
     assert C.annealed_scale(0, 1.0, (2, 6)) == 1.0 and C.annealed_scale(2, 1.0, (2, 6)) == 1.0
     assert C.annealed_scale(4, 1.0, (2, 6)) == pytest.approx((1.0 + 28 / 84) / 2)
     assert C.annealed_scale(6, 1.0, (2, 6)) == C.annealed_scale(99, 1.0, (2, 6)) == pytest.approx(28 / 84)
     assert C.annealed_scale(5, 0.5, (5, 5)) == pytest.approx(28 / 84)  # A == B: a step
     x, b = C.colocalisation_set(2, images=12, digits=DIGITS, labels=LABELS, seed=3)
     config = C.ColocaliseConfig(digit=2, steps=8, batch_size=8, lr=0.01, eval_every=2, images=12, init_scale=1.0,
-                                learn_scale=False, scale_anneal=(2, 6))
+                                learn_scale=False, scale_anneal=(0.25, 0.75))
+    assert config.anneal_steps == (2, 6)
     m = C.colocalise(config, progress=False, data=(x, b), encoder=tiny_encoder())
     assert m["final_theta_mean"][0] == pytest.approx(28 / 84, abs=1e-6)
-    assert json.loads(json.dumps(config.to_dict()))["scale_anneal"] == [2, 6]
+    assert json.loads(json.dumps(config.to_dict()))["scale_anneal"] == [0.25, 0.75]
 
 
 @pytest.mark.parametrize("kw, match", [
-    (dict(init_scale=1.0, learn_scale=False, scale_anneal=(5, 2)), "0 <= A <= B"),
-    (dict(init_scale=1.0, learn_scale=False, scale_anneal=(1.5, 2)), "0 <= A <= B"),
-    (dict(init_scale=1.0, learn_scale=False, scale_anneal=(1,)), "0 <= A <= B"),
-    (dict(learn_scale=False, scale_anneal=(0, 2)), "init_scale"),
-    (dict(init_scale=1.0, scale_anneal=(0, 2)), "learn_scale=False"),
-    (dict(init_scale=1.0, learn_scale=False, bounded=(0.2, 1.0), scale_anneal=(0, 2)), "no bounded"),
+    (dict(init_scale=1.0, learn_scale=False, scale_anneal=(0.5, 0.2)), "0 <= a <= b <= 1"),
+    (dict(init_scale=1.0, learn_scale=False, scale_anneal=(0, 2)), "0 <= a <= b <= 1"),
+    (dict(init_scale=1.0, learn_scale=False, scale_anneal=(0.5,)), "0 <= a <= b <= 1"),
+    (dict(init_scale=1.0, learn_scale=False, scale_anneal=(True, 0.5)), "0 <= a <= b <= 1"),
+    (dict(init_scale=None, learn_scale=False, scale_anneal=(0, 0.5)), "init_scale"),
+    (dict(init_scale=1.0, learn_scale=True, scale_anneal=(0, 0.5)), "learn_scale=False"),
+    (dict(init_scale=1.0, learn_scale=False, bounded=(0.2, 1.0), scale_anneal=(0, 0.5)), "no bounded"),
 ])
 def test_scale_anneal_config_checks(kw, match):
     with pytest.raises(ValueError, match=match):
@@ -370,6 +377,22 @@ def test_colocalise_command_writes_metrics_and_picture_and_refuses_to_overwrite(
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
 
 
+def test_colocalise_command_as_stated_runs_the_papers_setup_and_defaults_to_the_recipe(tmp_path, synthetic_task):
+    """--as-stated: the full gradient, s learnt from a 28x28 window, lr 0.001 constant (flags given still win);
+    without it, config.json holds npstn's recipe (ColocaliseConfig's defaults)."""
+    base = ["colocalise", "--digit", "2", "--steps", "4", "--batch-size", "4", "--quiet", "--threads", "1"]
+    assert main(base + ["--as-stated", "--out", str(tmp_path / "a")]) == 0
+    cfg = json.loads((tmp_path / "a" / "config.json").read_text())
+    assert cfg["stop_partner"] is False and cfg["learn_scale"] is True and cfg["init_scale"] is None
+    assert cfg["scale_anneal"] is None and cfg["lr_drops"] == [] and cfg["lr"] == 0.001 and cfg["steps"] == 4
+    assert main(base + ["--out", str(tmp_path / "b")]) == 0
+    cfg = json.loads((tmp_path / "b" / "config.json").read_text())
+    recipe = C.ColocaliseConfig().to_dict()
+    assert cfg["stop_partner"] is True and cfg["scale_anneal"] == recipe["scale_anneal"] and cfg["lr"] == recipe["lr"]
+    m = json.loads((tmp_path / "b" / "metrics.json").read_text())
+    assert m["final_theta_mean"][0] == pytest.approx(28 / 84, abs=1e-6)  # the window shrank to 28x28
+
+
 def test_reproduce_table5_runs_cells_skips_finished_ones_and_reports(tmp_path, synthetic_task, capsys):
     out = tmp_path / "t5"
     argv = ["reproduce", "table5", "--digits", "7", "--variants", "t", "--steps", "3", "--batch-size", "4",
@@ -392,6 +415,6 @@ def test_config_checks_its_fields():
         C.ColocaliseConfig(batch_size=1)
     with pytest.raises(ValueError, match="lr"):
         C.ColocaliseConfig(lr=float("nan"))
-    c = C.ColocaliseConfig(digit=4, clutter=1, bounded=[0.2, 1])
+    c = C.ColocaliseConfig(digit=4, clutter=1, bounded=[0.2, 1], scale_anneal=None)
     assert c.variant == "TC" and c.bounded == (0.2, 1.0)
     assert json.loads(json.dumps(c.to_dict()))["bounded"] == [0.2, 1.0]

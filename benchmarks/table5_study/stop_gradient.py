@@ -19,11 +19,12 @@ is npstn's own (``npstn.functional.colocalisation_loss_backward(...,
 stop_partner=True)``, ``ColocaliseConfig.stop_partner``).
 
     python benchmarks/table5_study/stop_gradient.py --digit 3 [--clutter] [--lr 0.001] \
-        [--steps 500] [--fixed-scale | --init-scale S --anneal A,B] [--json OUT.json]
+        [--steps 500] [--fixed-scale | --init-scale S --anneal FA,FB] [--json OUT.json]
 
-``--init-scale S --anneal A,B``: s is not learnt but set by a schedule (S until
-step A, then linearly to 28/84 at step B: ``ColocaliseConfig.scale_anneal``), so
-that at the start every crop takes in its digit (S = 1: the whole canvas).
+``--init-scale S --anneal FA,FB``: s is not learnt but set by a schedule (S until
+the fraction FA of the run, then linearly to 28/84 at FB:
+``ColocaliseConfig.scale_anneal``), so that at the start every crop takes in
+its digit (S = 1: the whole canvas).
 
 It runs ``npstn colocalise``'s training (npstn.colocalisation.colocalise, the
 defaults otherwise) with this backward (or, ``--full-gradient``, the paper's)
@@ -45,9 +46,12 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=int, default=500)
     p.add_argument("--fixed-scale", action="store_true", help="s stays at 28/84 (learn t_x, t_y only)")
     p.add_argument("--init-scale", type=float, default=None, help="s at the start (default 28/84)")
-    p.add_argument("--anneal", type=lambda v: tuple(int(a) for a in v.split(",")), default=None,
-                   metavar="A,B", help="s from --init-scale to 28/84 between steps A and B (not learnt)")
+    p.add_argument("--anneal", type=lambda v: tuple(float(a) for a in v.split(",")), default=None,
+                   metavar="FA,FB", help="s from --init-scale to 28/84 between fractions FA and FB of the run "
+                                         "(not learnt)")
     p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--lr-drops", type=lambda v: tuple(float(a) for a in v.split(",")), default=(),
+                   metavar="F1,F2", help="fractions of the run after which the rate drops 10x (default none)")
     p.add_argument("--full-gradient", action="store_true",
                    help="the paper's full backward instead (for the same schedule without the stop-gradient)")
     p.add_argument("--data-dir", default=None)
@@ -60,7 +64,7 @@ def main(argv=None) -> int:
 
     try:
         cfg = ColocaliseConfig(digit=args.digit, clutter=args.clutter, lr=args.lr, steps=args.steps,
-                               batch_size=args.batch_size, init_scale=args.init_scale,
+                               batch_size=args.batch_size, lr_drops=args.lr_drops, init_scale=args.init_scale,
                                learn_scale=not (args.fixed_scale or args.anneal is not None),
                                scale_anneal=args.anneal, stop_partner=not args.full_gradient,
                                data_dir=args.data_dir)
