@@ -301,17 +301,6 @@ def test_table1_study_ablation_fixes_only_the_named_parameters():
             np.testing.assert_array_equal(p["offset"], rts["offset"])
 
 
-@pytest.mark.parametrize("argv", [["--anneal", "0,0.5"], ["--init-scale", "1", "--anneal", "0,0.5", "--fixed-scale"],
-                                  ["--init-scale", "1", "--anneal", "0.9,0.1"]])
-def test_table5_study_stop_gradient_checks_the_schedule(argv, capsys):
-    """stop_gradient.py: --anneal needs --init-scale, sets s itself and runs forward in time (exit 2)."""
-    sg = _load_script("table5_study/stop_gradient")
-    with pytest.raises(SystemExit) as exc:
-        sg.main(argv)
-    assert exc.value.code == 2
-    assert "anneal" in capsys.readouterr().err
-
-
 @settings(max_examples=10, deadline=None)
 @given(n=st.integers(2, 3), canvas=st.integers(29, 40), seed=st.integers(0, 2**31 - 1))
 def test_table5_study_free_crops_gradient_matches_finite_differences(n, canvas, seed):
@@ -363,14 +352,20 @@ def test_table5_study_free_crops_start_positions():
     np.testing.assert_allclose(th[:, 0], 28 / 84)
 
 
-@pytest.mark.parametrize("argv", [["--full-from", "5"], ["--anchor-only", "--full-from", "0"]])
-def test_table5_study_free_crops_full_from_needs_an_anchor_only_phase(argv, capsys):
-    """free_crops.py: --full-from ends the anchor-only phase, so it needs --anchor-only and a step >= 1 (exit 2)."""
-    fc = _load_script("table5_study/free_crops")
+@pytest.mark.parametrize("script, argv, named", [
+    ("free_crops", ["--full-from", "5"], "--full-from"),  # ends an anchor-only phase: needs --anchor-only
+    ("free_crops", ["--anchor-only", "--full-from", "0"], "--full-from"),
+    ("stop_gradient", ["--anneal", "0,0.5"], "--anneal"),  # needs --init-scale
+    ("stop_gradient", ["--init-scale", "1", "--anneal", "0,0.5", "--fixed-scale"], "--anneal"),  # sets s itself
+    ("stop_gradient", ["--init-scale", "1", "--anneal", "0.9,0.1"], "scale_anneal"),  # runs forward in time
+])
+def test_table5_study_scripts_refuse_contradictory_schedules(script, argv, named, capsys):
+    """free_crops.py and stop_gradient.py: a schedule that cannot run exits 2 with one line naming the option."""
+    mod = _load_script(f"table5_study/{script}")
     with pytest.raises(SystemExit) as exc:
-        fc.main(argv)
+        mod.main(argv)
     assert exc.value.code == 2
-    assert "--full-from" in capsys.readouterr().err
+    assert named in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("variant", ["conv", "wide"])
