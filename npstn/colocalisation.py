@@ -509,7 +509,7 @@ class ColocaliseConfig:
     10x after 2/3 and 5/6 of 3000 steps. The paper's setup as stated (full
     gradient, s learnt from a 28x28 window, constant rate) is
     ``stop_partner=False, init_scale=None, learn_scale=True, scale_anneal=None,
-    lr_drops=()`` (npstn's default before the recipe also had lr 0.001 and 500 steps).
+    lr_drops=()``: :data:`AS_STATED` (with npstn's earlier lr 0.001 and 500 steps).
 
     digit, clutter : the set (class 0..9; T or TC)
     steps, batch_size, lr, momentum : SGD on random batches of ``batch_size``
