@@ -205,7 +205,15 @@ def test_torch_twin_forward_and_gradients_match(model_name, transform):
     if model_name.startswith("st-"):
         _perturb_regression(model, rng)
         tmodel, lr_mults = to_torch(model)
-        eq = check_equivalence(model, tmodel, x, y, grad_tol=1e-4, check_loc_grads=True)
+        try:
+            eq = check_equivalence(model, tmodel, x, y, grad_tol=1e-4, check_loc_grads=True)
+        except AssertionError:
+            # A float32 draw can sit within rounding of a kink (a ReLU at 0, a max-pool tie, a pixel
+            # boundary), where the two libraries' sub-gradients legitimately differ: ST-CNN projective's
+            # draw does on a fresh 2026-11-30 install (0.148 off; 7e-6 at x + 1e-6 noise). A wrong gradient
+            # stays wrong a step away; a kink does not: the check must pass at a nearby input.
+            x = (x + 1e-6 * rng.standard_normal(x.shape)).astype(np.float32)
+            eq = check_equivalence(model, tmodel, x, y, grad_tol=1e-4, check_loc_grads=True)
         assert eq["logits_max_rel_err"] <= 1e-4
     assert sum(int(p.numel()) for p in tmodel.parameters()) == model.num_parameters()
     assert len(lr_mults) == len(model.parameters())
