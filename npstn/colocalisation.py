@@ -615,7 +615,7 @@ def annealed_scale(step: int, start: float, anneal: tuple, canvas: int = CANVAS)
     """s at ``step`` of the schedule ``anneal = (A, B)`` (steps): ``start`` until step A, then linearly to
     28 / canvas (a 28x28 window) at step B and after."""
     a, b = anneal
-    f = 1.0 if step >= b else max(0.0, (step - a) / (b - a))
+    f = 1.0 if step >= b else 0.0 if step <= a else (step - a) / (b - a)
     return float(start) * (1.0 - f) + DIGIT_SIZE / canvas * f
 
 

@@ -326,6 +326,7 @@ def test_scale_anneal_sets_s_by_its_schedule_and_nothing_else_moves_it():
     assert C.annealed_scale(4, 1.0, (2, 6)) == pytest.approx((1.0 + 28 / 84) / 2)
     assert C.annealed_scale(6, 1.0, (2, 6)) == C.annealed_scale(99, 1.0, (2, 6)) == pytest.approx(28 / 84)
     assert C.annealed_scale(5, 0.5, (5, 5)) == pytest.approx(28 / 84)  # A == B: a step
+    assert C.annealed_scale(4, 0.5, (5, 5)) == 0.5  # ... with init_scale before it (no 0 / 0)
     x, b = C.colocalisation_set(2, images=12, digits=DIGITS, labels=LABELS, seed=3)
     config = C.ColocaliseConfig(digit=2, steps=8, batch_size=8, lr=0.01, eval_every=2, images=12, init_scale=1.0,
                                 learn_scale=False, scale_anneal=(0.25, 0.75))
