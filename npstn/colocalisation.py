@@ -568,9 +568,7 @@ class ColocaliseConfig:
             if len(self.bounded) != 2:
                 raise ValueError(f"bounded must be None or (s_min, s_max), got {self.bounded!r}")
             self.bounded = (float(self.bounded[0]), float(self.bounded[1]))
-        self.lr_drops = tuple(float(f) for f in self.lr_drops)
-        if not all(0 < f < 1 for f in self.lr_drops):
-            raise ValueError(f"lr_drops must be fractions of the run in (0, 1), got {self.lr_drops}")
+        self.lr_drops = nn.drop_fractions(self.lr_drops)
         if self.scale_anneal is not None:
             a = tuple(self.scale_anneal)
             if (len(a) != 2 or not all(isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
@@ -750,8 +748,7 @@ def _colocalise(config, progress, data, encoder, run):
     enc.eval()
     st = build_transformer(canvas, config.init_scale, config.seed, config.bounded)
     opt = nn.SGD(st.parameters(), lr=config.lr, momentum=config.momentum)
-    drops = sorted({m for m in (int(round(f * config.steps)) for f in config.lr_drops) if 0 < m < config.steps})
-    scheduler = nn.MultiStepLR(opt, drops, 0.1)
+    scheduler = nn.MultiStepLR(opt, nn.drop_milestones(config.lr_drops, config.steps), 0.1)
     rng = np.random.default_rng(np.random.SeedSequence(config.seed, spawn_key=(1,)))
     n, b = len(x), min(config.batch_size, len(x))
     reg = [m for m in st.localization if isinstance(m, nn.Linear)][-1]  # the regression layer (s, t_x, t_y)

@@ -7,5 +7,5 @@ from npstn.nn.loss import *  # noqa: F401,F403
 from npstn.nn.pooling import *  # noqa: F401,F403
 from npstn.nn.conv import *  # noqa: F401,F403
 from npstn.nn.projection import *  # noqa: F401,F403
-from npstn.nn.optim import SGD, Adam, MultiStepLR, Optimizer, StepLR
+from npstn.nn.optim import SGD, Adam, MultiStepLR, Optimizer, StepLR, drop_fractions, drop_milestones
 from npstn.nn.serialization import load, save

@@ -23,7 +23,7 @@ import numpy as np
 from npstn._device import is_device_array, to_device, to_host
 from npstn.nn.module import Parameter
 
-__all__ = ["Optimizer", "SGD", "Adam", "StepLR", "MultiStepLR"]
+__all__ = ["Optimizer", "SGD", "Adam", "StepLR", "MultiStepLR", "drop_fractions", "drop_milestones"]
 
 
 def _host_copy(a):
@@ -220,6 +220,20 @@ class Adam(Optimizer):
         for i, p in enumerate(self.params):
             self._m[i] = _like_param(np.asarray(state[f"exp_avg.{i}"]).astype(p.data.dtype, copy=True), p)
             self._v[i] = _like_param(np.asarray(state[f"exp_avg_sq.{i}"]).astype(p.data.dtype, copy=True), p)
+
+
+def drop_fractions(fractions) -> tuple:
+    """``fractions`` of a run after which the rate drops, as a tuple of floats, each in (0, 1)."""
+    fractions = tuple(float(f) for f in fractions)
+    if not all(0 < f < 1 for f in fractions):
+        raise ValueError(f"lr_drops must be fractions of the run in (0, 1), got {fractions}")
+    return fractions
+
+
+def drop_milestones(fractions, steps: int) -> list[int]:
+    """The steps after which the rate drops, for ``fractions`` of a run of ``steps`` (the
+    :class:`MultiStepLR` milestones; for (1/3, 2/3) of 150k steps: 50k and 100k)."""
+    return sorted({m for m in (int(round(f * steps)) for f in fractions) if 0 < m < steps})
 
 
 class MultiStepLR:

@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from npstn.models import ADDITION_MODELS, INPUT_SIZES, MNIST3D_MODELS, MODELS, TASKS, TRANSFORM_NAMES
+from npstn.nn.optim import drop_fractions, drop_milestones
 
 #: SGD momentum used unless told otherwise (chosen by experiment; see docs/training.md).
 DEFAULT_MOMENTUM = 0.9
@@ -147,7 +148,7 @@ class TrainConfig:
         self.model = str(self.model).lower()
         self.transform = str(self.transform).lower()
         self.distortion = str(self.distortion).lower()
-        self.lr_drops = tuple(float(f) for f in self.lr_drops)
+        self.lr_drops = drop_fractions(self.lr_drops)
         if self.loc_lr_mult is None:
             addition_st = str(self.task).lower() == "addition" and self.model.startswith("st-")
             self.loc_lr_mult = ADDITION_LOC_LR_MULT if addition_st else DEFAULT_LOC_LR_MULT
@@ -175,8 +176,6 @@ class TrainConfig:
             v = getattr(self, name)
             if v not in allowed:
                 raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {v!r}")
-        if not all(0 < f < 1 for f in self.lr_drops):
-            raise ValueError(f"lr_drops must be fractions of the run in (0, 1), got {self.lr_drops}")
         self._check_task()
 
     def _check_task(self) -> None:
@@ -228,7 +227,7 @@ class TrainConfig:
     @property
     def milestones(self) -> list[int]:
         """Steps after which the learning rate drops (for 150k steps: 50k and 100k)."""
-        return sorted({m for m in (int(round(f * self.steps)) for f in self.lr_drops) if 0 < m < self.steps})
+        return drop_milestones(self.lr_drops, self.steps)
 
     @property
     def eval_interval(self) -> int:
