@@ -526,6 +526,11 @@ class ColocaliseConfig:
     scale_anneal : None, or fractions (a, b) of ``steps``: s is set by a schedule instead of learnt,
         init_scale until step a * steps, then linearly to 28 / canvas (a 28x28 window) at step
         b * steps and after (needs init_scale and learn_scale=False)
+    lr_scale_power : p >= 0; with scale_anneal, each step's gradient is multiplied by
+        (s / init_scale) ** p before the SGD step (for a factor that changes slowly, the same as
+        multiplying the rate; 0: the rate does not follow s). A step in t moves the crop's
+        content by t / s crop pixels, so as the window shrinks the same step moves it further;
+        p = 1 keeps that move the same size in crop pixels
     eval_every : measure the localised share every this many steps (None: steps // 20)
     encoder_width, encoder_steps, encoder_batch_size, encoder_lr : the encoder (:func:`mnist_encoder`)
     """
@@ -546,6 +551,7 @@ class ColocaliseConfig:
     learn_scale: bool = False
     bounded: tuple | None = None
     scale_anneal: tuple | None = (0.0, 0.6667)
+    lr_scale_power: float = 0.0
     eval_every: int | None = None
     encoder_width: int = 32
     encoder_steps: int = 1500
@@ -579,9 +585,11 @@ class ColocaliseConfig:
                 raise ValueError("scale_anneal sets s by a schedule from init_scale: it needs init_scale, "
                                  "learn_scale=False and no bounded (to learn s, set scale_anneal=None)")
             self.scale_anneal = (float(a[0]), float(a[1]))
+        if self.lr_scale_power and self.scale_anneal is None:
+            raise ValueError("lr_scale_power makes the rate follow the scale schedule: it needs scale_anneal")
         if self.eval_every is not None and (not isinstance(self.eval_every, (int, np.integer)) or self.eval_every < 1):
             raise ValueError(f"eval_every must be None or a positive int, got {self.eval_every!r}")
-        for k in ("lr", "momentum", "margin", "encoder_lr"):
+        for k in ("lr", "momentum", "margin", "encoder_lr", "lr_scale_power"):
             v = getattr(self, k)
             if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
                 raise ValueError(f"{k} must be a finite number >= 0, got {v!r}")
@@ -763,8 +771,11 @@ def _colocalise(config, progress, data, encoder, run):
     bar = tqdm(total=config.steps, desc=f"co-localise digit {config.digit} on {config.variant}", unit="step",
                disable=not progress, dynamic_ncols=True)
     for step in range(1, config.steps + 1):
+        rate = 1.0  # the factor on this step's rate (lr_scale_power)
         if config.scale_anneal is not None:  # s's weight row stays 0 (learn_scale=False): its bias is s
-            reg.bias.data[0] = annealed_scale(step, config.init_scale, config.anneal_steps, canvas)
+            s_now = annealed_scale(step, config.init_scale, config.anneal_steps, canvas)
+            reg.bias.data[0] = s_now
+            rate = (s_now / config.init_scale) ** config.lr_scale_power
         idx = rng.choice(n, size=b, replace=False)
         xb = x[idx]
         crops = st(xb)
@@ -775,6 +786,9 @@ def _colocalise(config, progress, data, encoder, run):
         if not config.learn_scale:  # s stays at init_scale: no gradient reaches its regression row
             reg.weight.grad[0] = 0
             reg.bias.grad[0] = 0
+        if rate != 1.0:  # the gradient's factor enters the momentum buffer: in effect a rate that follows s
+            for prm in st.parameters():
+                prm.grad *= rate
         opt.step()
         scheduler.step()
         if not math.isfinite(loss) or not all(np.isfinite(p.data).all() for p in st.parameters()):

@@ -397,3 +397,30 @@ def test_table1_study_locnet_swaps_only_the_localisation_network(variant):
     model(x)
     identity = np.tile(np.array([[1, 0, 0], [0, 1, 0]], np.float32), (3, 1, 1))
     np.testing.assert_allclose(np.asarray(model.transformer.theta).reshape(3, 2, 3), identity, atol=1e-6)
+
+
+def test_table5_study_loss_landscape_measures_the_loss_at_each_shift():
+    """loss_landscape.py: the loss at shift (0, 0) is the paper's loss on the true boxes' crops over the same
+    batches and random crops; every shift is measured and the lowest is reported."""
+    from npstn import colocalisation as C
+    from npstn import functional as F
+    from tests.test_colocalisation import DIGITS, LABELS, tiny_encoder
+
+    ll = _load_script("table5_study/loss_landscape")
+    x, boxes = C.colocalisation_set(2, images=10, digits=DIGITS, labels=LABELS, seed=3)
+    enc = tiny_encoder()
+    res = ll.landscape(2, False, [-4, 0, 4], batches=3, batch_size=4, margin=1.0, seed=5, data=(x, boxes),
+                       encoder=enc)
+    assert len(res["loss"]) == 9 and res["best_loss"] == min(r["loss"] for r in res["loss"])
+    # the same batches and random crops, drawn as landscape draws them, at the true boxes
+    rng = np.random.default_rng(5)
+    idx = np.stack([rng.choice(10, size=4, replace=False) for _ in range(3)])
+    s = 28 / 84
+    rt = rng.uniform(-(1 - s), 1 - s, size=(3, 4, 2))
+    e = enc[0](F.grid_sample(x, F.attention_grid(C.box_to_theta(boxes).astype(np.float32), (10, 1, 28, 28))))
+    want = []
+    for k in range(3):
+        th = np.concatenate([np.full((4, 1), s), rt[k]], axis=1).astype(np.float32)
+        r = enc[0](F.grid_sample(x[idx[k]], F.attention_grid(th, (4, 1, 28, 28))))
+        want.append(float(F.colocalisation_loss(e[idx[k]].astype(np.float64), r.astype(np.float64))))
+    assert res["loss_at_truth"] == pytest.approx(np.mean(want), rel=1e-9)

@@ -336,6 +336,26 @@ def test_scale_anneal_sets_s_by_its_schedule_and_nothing_else_moves_it():
     assert json.loads(json.dumps(config.to_dict()))["scale_anneal"] == [0.25, 0.75]
 
 
+def test_lr_scale_power_scales_each_step_by_the_window():
+    """lr_scale_power=p multiplies a step's gradient by (s / init_scale) ** p: one plain SGD step at
+    s = 28/84 from init_scale 1 moves t by exactly (1/3) ** p of the step without it; with s held
+    (init_scale = 28/84) p changes nothing."""
+    x, b = C.colocalisation_set(2, images=12, digits=DIGITS, labels=LABELS, seed=3)
+    common = dict(digit=2, steps=1, batch_size=8, lr=0.05, momentum=0.0, lr_drops=(), images=12,
+                  learn_scale=False, scale_anneal=(0.0, 1.0))
+
+    def final_t(**kw):
+        m = C.colocalise(C.ColocaliseConfig(**{**common, **kw}), progress=False, data=(x, b), encoder=tiny_encoder())
+        return np.array(m["final_theta_mean"])
+
+    t0 = final_t(init_scale=1.0)
+    assert np.abs(t0[1:]).max() > 1e-4  # the step moved the crops
+    for p in (1.0, 2.0):
+        np.testing.assert_allclose(final_t(init_scale=1.0, lr_scale_power=p)[1:], t0[1:] / 3 ** p, rtol=1e-5)
+    held = dict(init_scale=28 / 84, steps=5, momentum=0.9)
+    np.testing.assert_array_equal(final_t(**held, lr_scale_power=1.0), final_t(**held))
+
+
 @pytest.mark.parametrize("kw, match", [
     (dict(init_scale=1.0, learn_scale=False, scale_anneal=(0.5, 0.2)), "0 <= a <= b <= 1"),
     (dict(init_scale=1.0, learn_scale=False, scale_anneal=(0, 2)), "0 <= a <= b <= 1"),
@@ -344,6 +364,8 @@ def test_scale_anneal_sets_s_by_its_schedule_and_nothing_else_moves_it():
     (dict(init_scale=None, learn_scale=False, scale_anneal=(0, 0.5)), "init_scale"),
     (dict(init_scale=1.0, learn_scale=True, scale_anneal=(0, 0.5)), "learn_scale=False"),
     (dict(init_scale=1.0, learn_scale=False, bounded=(0.2, 1.0), scale_anneal=(0, 0.5)), "no bounded"),
+    (dict(init_scale=None, learn_scale=True, scale_anneal=None, lr_scale_power=1.0), "needs scale_anneal"),
+    (dict(lr_scale_power=-1.0), "lr_scale_power must be"),
 ])
 def test_scale_anneal_config_checks(kw, match):
     with pytest.raises(ValueError, match=match):

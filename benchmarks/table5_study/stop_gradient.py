@@ -19,7 +19,7 @@ is npstn's own (``npstn.functional.colocalisation_loss_backward(...,
 stop_partner=True)``, ``ColocaliseConfig.stop_partner``).
 
     python benchmarks/table5_study/stop_gradient.py --digit 3 [--clutter] [--lr 0.001] \
-        [--steps 500] [--fixed-scale | --init-scale S --anneal FA,FB] [--json OUT.json]
+        [--steps 500] [--fixed-scale | --init-scale S --anneal FA,FB] [--lr-scale-power P] [--margin A] [--layer-weights W1,W2,W3] [--seed S] [--json OUT.json]
 
 ``--init-scale S --anneal FA,FB``: s is not learnt but set by a schedule (S until
 the fraction FA of the run, then linearly to 28/84 at FB:
@@ -54,6 +54,17 @@ def main(argv=None) -> int:
                    metavar="F1,F2", help="fractions of the run after which the rate drops 10x (default none)")
     p.add_argument("--full-gradient", action="store_true",
                    help="the paper's full backward instead (for the same schedule without the stop-gradient)")
+    p.add_argument("--lr-scale-power", type=float, default=0.0, metavar="P",
+                   help="with --anneal: each step's gradient times (s / init_scale) ** P (ColocaliseConfig."
+                        "lr_scale_power)")
+    p.add_argument("--margin", type=float, default=1.0,
+                   help="alpha of the hinge (the paper: 1; the descriptor's scale is npstn's: each layer's part "
+                        "has mean squared norm 1)")
+    p.add_argument("--layer-weights", type=lambda v: tuple(float(a) for a in v.split(",")), default=None,
+                   metavar="W1,W2,W3", help="multiply the descriptor's three parts (block 1, block 2, logits; each "
+                                            "calibrated to mean squared norm 1) by these (default 1,1,1)")
+    p.add_argument("--seed", type=int, default=0, help="the localisation network's initial weights and the batch "
+                                                        "stream (ColocaliseConfig.seed)")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--json", type=Path, default=None, help="write the metrics here")
     args = p.parse_args(argv)
@@ -66,18 +77,29 @@ def main(argv=None) -> int:
         cfg = ColocaliseConfig(digit=args.digit, clutter=args.clutter, lr=args.lr, steps=args.steps,
                                batch_size=args.batch_size, lr_drops=args.lr_drops, init_scale=args.init_scale,
                                learn_scale=not (args.fixed_scale or args.anneal is not None),
-                               scale_anneal=args.anneal, stop_partner=not args.full_gradient,
+                               scale_anneal=args.anneal, stop_partner=not args.full_gradient, margin=args.margin,
+                               lr_scale_power=args.lr_scale_power, seed=args.seed,
                                data_dir=args.data_dir)
     except ValueError as e:
         p.error(str(e))
-    m = colocalise(cfg, progress=False)
+    encoder = None
+    if args.layer_weights is not None:
+        from npstn.colocalisation import mnist_encoder
+
+        enc, info = mnist_encoder(width=cfg.encoder_width, steps=cfg.encoder_steps, batch_size=cfg.encoder_batch_size,
+                                  lr=cfg.encoder_lr, data_dir=cfg.data_dir, progress=False)
+        if len(args.layer_weights) != len(enc.scales):
+            p.error(f"--layer-weights needs {len(enc.scales)} values")
+        enc.scales = tuple(c * w for c, w in zip(enc.scales, args.layer_weights))
+        encoder = (enc, {**info, "layer_weights": list(args.layer_weights)})
+    m = colocalise(cfg, progress=False, encoder=encoder)
     m["study"] = {"backward": "the paper's full gradient" if args.full_gradient else
                   "anchor_only (stop-gradient at the other image of each pair)",
                   "command": "python benchmarks/table5_study/stop_gradient.py " + " ".join(sys.argv[1:] if argv is None
                                                                                       else argv)}
     hist = ", ".join(f"{h['step']}: {h['localised_percent']:.0f}%" for h in m["history"][::4])
     how_s = "annealed" if args.anneal else "fixed" if args.fixed_scale else "learnt"
-    print(f"digit {args.digit} on {cfg.variant}, lr {args.lr:g}, s {how_s}: "
+    print(f"digit {args.digit} on {cfg.variant}, lr {args.lr:g}, margin {args.margin:g}, s {how_s}: "
           f"{m['localised_percent']:.0f}% localised (start {m['initial_localised_percent']:.0f}%), "
           f"mean IoU {m['initial_mean_iou']:.3f} -> {m['mean_iou']:.3f}, "
           f"final mean theta {[round(v, 3) for v in m['final_theta_mean']]}\n  history: {hist}")
