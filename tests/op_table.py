@@ -138,6 +138,16 @@ def relu_cases(draw, dtype, small):
 
 
 @st.composite
+def softmax_cases(draw, dtype, small):
+    """Any rank 1-4 (sides of 1 included: a softmax over one element is 1, its gradient 0), any dim,
+    negative ones too; logits up to +-30 apart (the max-shift keeps exp() finite)."""
+    shape = draw(sn.shapes(min_dims=1, max_dims=4, max_side=3 if small else 5))
+    dim = draw(st.integers(-len(shape), len(shape) - 1))
+    x = _arrays(draw, shape, dtype, low=-15.0, high=15.0)
+    return Case((x,), dict(dim=dim))
+
+
+@st.composite
 def project_cases(draw, dtype, small):
     side = st.integers(1, 3 if small else 4)
     shape = (draw(st.integers(1, 2)), draw(st.integers(1, 2)), draw(side), draw(side), draw(side))
@@ -224,6 +234,7 @@ OPS = [
     OpInfo("avg_pool2d", F.avg_pool2d, _tuple(F.avg_pool2d_backward), avg_pool2d_cases,
            "avg_pool2d_backward"),
     OpInfo("relu", F.relu, _tuple(F.relu_backward), relu_cases, "relu_backward"),
+    OpInfo("softmax", F.softmax, _tuple(F.softmax_backward), softmax_cases, "softmax_backward"),
     OpInfo("project", F.project, _tuple(F.project_backward), project_cases, "project_backward"),
     OpInfo("cross_entropy", F.cross_entropy, _ce_backward, cross_entropy_cases,
            "cross_entropy_backward"),

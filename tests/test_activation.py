@@ -1,9 +1,9 @@
-"""ReLU, Flatten, Dropout: gradients, torch parity, modes, errors."""
+"""ReLU, Softmax, Flatten, Dropout: gradients, torch parity, modes, errors."""
 import numpy as np
 import pytest
 from hypothesis import given, strategies as st
 
-from npstn.nn import Dropout, Flatten, ReLU, init
+from npstn.nn import Dropout, Flatten, ReLU, Softmax, init
 from npstn.testing import gradcheck
 from npstn.testing import strategies as sn
 
@@ -51,6 +51,41 @@ def test_relu_errors():
         m.backward(np.zeros(3))
     with pytest.raises(TypeError, match="ReLU input must be float32 or float64, got dtype int32"):
         m(np.zeros(3, np.int32))
+    m(np.zeros((2, 3)))
+    with pytest.raises(ValueError, match=r"grad_out must have the output's shape \(2, 3\), got \(3, 2\)"):
+        m.backward(np.zeros((3, 2)))
+
+
+# -- Softmax -----------------------------------------------------------------------
+
+@given(sn.float_arrays(sn.shapes(min_dims=1, max_dims=4, max_side=4), low=-20, high=20), sn.dtypes(), st.data())
+def test_softmax_matches_torch_and_gradcheck(x, dtype, data):
+    dim = data.draw(st.integers(-x.ndim, x.ndim - 1))
+    gradcheck(Softmax(dim), x)
+    x = x.astype(dtype)
+    m = Softmax(dim)
+    y = m(x)
+    g = np.random.default_rng(0).standard_normal(y.shape).astype(dtype)
+    gx = m.backward(g)
+    assert y.dtype == gx.dtype == dtype and y.shape == gx.shape == x.shape
+    xt = torch.tensor(x, requires_grad=True)
+    yt = torch.nn.Softmax(dim)(xt)
+    yt.backward(torch.tensor(g))
+    tol = dict(rtol=1e-5, atol=1e-6) if dtype == np.float32 else dict(rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(y, yt.detach().numpy(), **tol)
+    np.testing.assert_allclose(gx, xt.grad.numpy(), **tol)
+
+
+def test_softmax_is_stable_for_large_logits_and_errors():
+    y = Softmax(1)(np.array([[1000.0, 0.0, -1000.0]]))
+    np.testing.assert_allclose(y, [[1.0, 0.0, 0.0]])
+    m = Softmax(1)
+    with pytest.raises(RuntimeError, match="Softmax.backward called before forward"):
+        m.backward(np.zeros((2, 3)))
+    with pytest.raises(ValueError, match=r"softmax: dim must be an int in \[-2, 2\)"):
+        Softmax(2)(np.zeros((2, 3)))
+    with pytest.raises(ValueError, match="Softmax: dim must be an int"):
+        Softmax(1.5)
     m(np.zeros((2, 3)))
     with pytest.raises(ValueError, match=r"grad_out must have the output's shape \(2, 3\), got \(3, 2\)"):
         m.backward(np.zeros((3, 2)))

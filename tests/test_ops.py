@@ -2,7 +2,7 @@
 
 * gradcheck: the op's backward (named in the table: ``linear_backward``,
   ``conv2d_backward``, ``max_pool2d_backward``, ``avg_pool2d_backward``,
-  ``relu_backward``, ``project_backward``, ``cross_entropy_backward``, ``grid_sample_backward`` and
+  ``relu_backward``, ``softmax_backward``, ``project_backward``, ``cross_entropy_backward``, ``grid_sample_backward`` and
   ``affine_grid_backward`` (on images and on volumes), ``attention_grid_backward``,
   ``projective_grid_backward``, ``tps_grid_backward``) against central
   differences of its forward, in float64, with a random upstream gradient,

@@ -1,7 +1,9 @@
-"""Parameter-free layers: ReLU, Flatten, Dropout.
+"""Parameter-free layers: ReLU, Softmax, Flatten, Dropout.
 
 ReLU is the layer around :func:`npstn.functional.relu` (y = max(x, 0); its
 equations, with the sub-gradient at 0, are in :mod:`npstn.functional.activation`).
+Softmax(dim) is the layer around :func:`npstn.functional.softmax` (its forward
+and backward are in the same module).
 
 Flatten(start_dim=1, end_dim=-1) is a reshape, so its backward is the inverse
 reshape: (N, C, H, W) -> (N, C*H*W) and back.
@@ -33,7 +35,7 @@ from npstn._device import is_device_array, to_device
 from npstn.nn import init
 from npstn.nn.module import Module, layer_backend, layer_grad
 
-__all__ = ["ReLU", "Flatten", "Dropout"]
+__all__ = ["ReLU", "Softmax", "Flatten", "Dropout"]
 
 
 class ReLU(Module):
@@ -64,6 +66,36 @@ class ReLU(Module):
         x = self._x
         grad_out = layer_grad("ReLU", grad_out, is_device_array(x), x.shape, x.dtype)
         return F.relu_backward(grad_out, x, backend=layer_backend(self.backend, x))
+
+
+class Softmax(Module):
+    """exp(x) normalised to sum 1 along ``dim``, like ``torch.nn.Softmax(dim)``.
+
+    Shapes: input any shape with ``dim`` among its axes; output the same shape and dtype.
+    """
+
+    def __init__(self, dim: int = -1):
+        super().__init__()
+        if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)):
+            raise ValueError(f"Softmax: dim must be an int, got {dim!r}")
+        self.dim = int(dim)
+        self._x = self._y = None  # the input and output, cached by forward for the backward
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        check_float_array("Softmax input", x)
+        self._x = x
+        self._y = F.softmax(x, self.dim)
+        return self._y
+
+    def backward(self, grad_out: np.ndarray) -> np.ndarray:
+        if self._x is None:
+            raise RuntimeError("Softmax.backward called before forward: call forward(x) first")
+        x = self._x
+        grad_out = layer_grad("Softmax", grad_out, is_device_array(x), x.shape, x.dtype)
+        return F.softmax_backward(grad_out, x, self.dim, output=self._y)
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}"
 
 
 class Flatten(Module):
