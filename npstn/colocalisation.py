@@ -41,6 +41,7 @@ table5``), :func:`box_iou`, :func:`theta_to_box`, :func:`mnist_encoder`.
 from __future__ import annotations
 
 import contextlib
+import copy
 import hashlib
 import io
 import json
@@ -308,17 +309,25 @@ class Encoder(Module):
     sizes; ``backward(grad)`` (N, D) splits the gradient by tap, adds each part
     to the gradient flowing back into the layer it was tapped after, and
     returns dL/dx. ``taps``: indices into ``net`` (a Sequential) whose outputs
-    are tapped (the last layer's output is always a tap).
+    are tapped (the last layer's output is always a tap). ``probabilities``
+    w >= 0: when w > 0, the descriptor also holds the class probabilities,
+    w softmax(logits) (K more columns, the logits being the last layer's
+    (N, K) output), whose gradient flows back into the logits through
+    :func:`npstn.functional.softmax_backward`.
     """
 
-    def __init__(self, net: Sequential, taps, scales=None):
+    def __init__(self, net: Sequential, taps, scales=None, probabilities: float = 0.0):
         super().__init__()
         self.net = net
         self.taps = tuple(sorted(set(int(t) for t in taps) | {len(net) - 1}))
         self.scales = (1.0,) * len(self.taps) if scales is None else tuple(float(c) for c in scales)
         if len(self.scales) != len(self.taps):
             raise ValueError(f"Encoder: {len(self.scales)} scales for {len(self.taps)} taps")
+        self.probabilities = float(probabilities)
+        if not (math.isfinite(self.probabilities) and self.probabilities >= 0):
+            raise ValueError(f"Encoder: probabilities must be a finite weight >= 0, got {probabilities!r}")
         self._shapes = None
+        self._logits = self._p = None
 
     def forward(self, x):
         outs = []
@@ -327,12 +336,17 @@ class Encoder(Module):
             if i in self.taps:
                 outs.append(x)
         self._shapes = [o.shape for o in outs]
-        return np.concatenate([c * o.reshape(o.shape[0], -1) for c, o in zip(self.scales, outs)], axis=1)
+        parts = [c * o.reshape(o.shape[0], -1) for c, o in zip(self.scales, outs)]
+        if self.probabilities:
+            self._logits, self._p = outs[-1], F.softmax(outs[-1], 1)
+            parts.append(self.probabilities * self._p)
+        return np.concatenate(parts, axis=1)
 
     def calibrate(self, x) -> tuple:
         """Set ``scales`` so each tap's part has mean squared norm 1 on the images ``x`` (N, C, H, W):
         c_t = 1 / sqrt(mean_n ||a_t(x_n)||^2). The three layers then weigh alike in distances,
-        which are O(1), the scale of the hinge's margin alpha = 1."""
+        which are O(1), the scale of the hinge's margin alpha = 1 (the probabilities' weight is
+        not calibrated: their squared norm is at most 1 already)."""
         self.scales = (1.0,) * len(self.taps)
         d = self.forward(x).astype(np.float64)
         scales, k = [], 0
@@ -352,6 +366,10 @@ class Encoder(Module):
             size = int(np.prod(shp[1:]))
             parts[t] = c * grad_out[:, k:k + size].reshape(shp)
             k += size
+        if self.probabilities:  # d(w p)/dlogits: the softmax's backward, into the last tap (the logits)
+            last = self.taps[-1]
+            gp = self.probabilities * np.asarray(grad_out[:, k:], dtype=self._p.dtype)
+            parts[last] = parts[last] + F.softmax_backward(gp, self._logits, 1, output=self._p)
         g = None
         for i in range(len(self.net) - 1, -1, -1):
             if i in parts:
@@ -531,6 +549,12 @@ class ColocaliseConfig:
         multiplying the rate; 0: the rate does not follow s). A step in t moves the crop's
         content by t / s crop pixels, so as the window shrinks the same step moves it further;
         p = 1 keeps that move the same size in crop pixels
+    probabilities : w >= 0; when w > 0 the descriptor also holds the encoder's class
+        probabilities, w softmax(logits) (:class:`Encoder`), beside its three layers. With w = 1
+        the true boxes are the lowest point of the loss over shifted crops for every digit on T,
+        where the three layers alone prefer crops 8-12 px off for nine digits
+        (docs/colocalisation.md); 0, the three layers alone, is the recipe (training with w = 1
+        helps some digits and loses others: the study there)
     eval_every : measure the localised share every this many steps (None: steps // 20)
     encoder_width, encoder_steps, encoder_batch_size, encoder_lr : the encoder (:func:`mnist_encoder`)
     """
@@ -552,6 +576,7 @@ class ColocaliseConfig:
     bounded: tuple | None = None
     scale_anneal: tuple | None = (0.0, 0.6667)
     lr_scale_power: float = 0.0
+    probabilities: float = 0.0
     eval_every: int | None = None
     encoder_width: int = 32
     encoder_steps: int = 1500
@@ -589,7 +614,7 @@ class ColocaliseConfig:
             raise ValueError("lr_scale_power makes the rate follow the scale schedule: it needs scale_anneal")
         if self.eval_every is not None and (not isinstance(self.eval_every, (int, np.integer)) or self.eval_every < 1):
             raise ValueError(f"eval_every must be None or a positive int, got {self.eval_every!r}")
-        for k in ("lr", "momentum", "margin", "encoder_lr", "lr_scale_power"):
+        for k in ("lr", "momentum", "margin", "encoder_lr", "lr_scale_power", "probabilities"):
             v = getattr(self, k)
             if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
                 raise ValueError(f"{k} must be a finite number >= 0, got {v!r}")
@@ -753,6 +778,9 @@ def _colocalise(config, progress, data, encoder, run):
                                 batch_size=config.encoder_batch_size, lr=config.encoder_lr,
                                 data_dir=config.data_dir, progress=progress)
     enc, enc_info = encoder
+    if config.probabilities != enc.probabilities:  # a copy: the caller's encoder (or the cache's) stays as it is
+        enc = copy.copy(enc)
+        enc.probabilities = config.probabilities
     enc.eval()
     st = build_transformer(canvas, config.init_scale, config.seed, config.bounded)
     opt = nn.SGD(st.parameters(), lr=config.lr, momentum=config.momentum)

@@ -232,11 +232,36 @@ def test_cluttered_set_adds_patches_of_other_digits():
 
 
 # ------------------------------------------------------------------------------- encoder
-def test_encoder_backward_matches_finite_differences():
+@pytest.mark.parametrize("probabilities", [0.0, 1.5])
+def test_encoder_backward_matches_finite_differences(probabilities):
     enc = C.cnn_encoder(width=2, seed=0)
     enc.scales = (0.5, 2.0, 1.5)
+    enc.probabilities = probabilities
     x = np.random.default_rng(0).random((2, 1, 28, 28))
     assert gradcheck(enc, [x], params=False, max_elements=24)
+
+
+def test_encoder_probabilities_append_the_weighted_softmax_of_the_logits():
+    enc = C.cnn_encoder(width=2, seed=0)
+    x = np.random.default_rng(1).random((3, 1, 28, 28)).astype(np.float32)
+    layers = enc(x)
+    enc.probabilities = 2.0
+    d = enc(x)
+    logits = layers[:, -10:] / enc.scales[-1]
+    np.testing.assert_allclose(d[:, :-10], layers)
+    np.testing.assert_allclose(d[:, -10:], 2.0 * F.softmax(logits, 1), rtol=1e-6)
+    with pytest.raises(ValueError, match="probabilities must be a finite weight >= 0"):
+        C.Encoder(enc.net, taps=(2, 5), probabilities=-1)
+
+
+def test_colocalise_with_probabilities_leaves_the_callers_encoder_alone():
+    x, b = C.colocalisation_set(2, images=12, digits=DIGITS, labels=LABELS, seed=3)
+    enc = tiny_encoder()
+    config = C.ColocaliseConfig(digit=2, steps=4, batch_size=8, images=12, probabilities=1.0)
+    m = C.colocalise(config, progress=False, data=(x, b), encoder=enc)
+    assert enc[0].probabilities == 0.0 and m["config"]["probabilities"] == 1.0
+    with pytest.raises(ValueError, match="probabilities must be"):
+        C.ColocaliseConfig(probabilities=float("inf"))
 
 
 def test_bounded_attention_backward_and_bounds():

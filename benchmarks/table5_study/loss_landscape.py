@@ -17,7 +17,7 @@ state is the optimiser's; if it is lower at some shift, the objective itself
 prefers the offset crops.
 
     python benchmarks/table5_study/loss_landscape.py --digits 0,1,...,9 [--clutter] \
-        [--shifts=-12,-8,-4,0,4,8,12] [--batches 200] [--layer-weights W1,W2,W3] [--normalise] [--json OUT.json]
+        [--shifts=-12,-8,-4,0,4,8,12] [--batches 200] [--layer-weights W1,W2,W3] [--normalise] [--probabilities W] [--json OUT.json]
 
 Prints, per digit, the loss at (0, 0), the shift with the lowest loss and its
 loss, and the loss along dy at dx = 0 (the offsets seen in training are in t_y), with the
@@ -33,7 +33,8 @@ import numpy as np
 
 
 def landscape(digit: int, clutter: bool, shifts, batches: int, batch_size: int, margin: float, seed: int,
-              data_dir=None, layer_weights=None, normalise: bool = False, data=None, encoder=None) -> dict:
+              data_dir=None, layer_weights=None, normalise: bool = False, data=None, encoder=None,
+              probabilities: float = 0.0) -> dict:
     """The loss at every shift (dx, dy) in ``shifts`` x ``shifts`` of all crops from their true boxes.
 
     ``data`` (x, boxes) and ``encoder`` (enc, info) default to ``npstn colocalise``'s set and
@@ -51,6 +52,11 @@ def landscape(digit: int, clutter: bool, shifts, batches: int, batch_size: int, 
         encoder = mnist_encoder(width=cfg.encoder_width, steps=cfg.encoder_steps, batch_size=cfg.encoder_batch_size,
                                 lr=cfg.encoder_lr, data_dir=data_dir, progress=False)
     enc, info = encoder
+    if probabilities:  # the class probabilities beside the layers (ColocaliseConfig.probabilities)
+        import copy
+
+        enc = copy.copy(enc)
+        enc.probabilities = float(probabilities)
     enc.eval()
     if layer_weights is not None:  # weigh the descriptor's parts (each calibrated to mean squared norm 1)
         enc.scales = tuple(c * w for c, w in zip(enc.scales, layer_weights))
@@ -110,6 +116,8 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--layer-weights", type=lambda v: tuple(float(a) for a in v.split(",")), default=None,
                    metavar="W1,W2,W3", help="multiply the descriptor's three parts (block 1, block 2, logits) by these")
+    p.add_argument("--probabilities", type=float, default=0.0, metavar="W",
+                   help="append W times the encoder's class probabilities (ColocaliseConfig.probabilities)")
     p.add_argument("--normalise", action="store_true", help="scale each descriptor to length sqrt(3)")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--json", type=Path, default=None)
@@ -122,7 +130,7 @@ def main(argv=None) -> int:
     out = []
     for d in (int(v) for v in args.digits.split(",")):
         res = landscape(d, args.clutter, shifts, args.batches, args.batch_size, args.margin, args.seed,
-                        args.data_dir, args.layer_weights, args.normalise)
+                        args.data_dir, args.layer_weights, args.normalise, probabilities=args.probabilities)
         along = {row["dy"]: (row["loss"], row["mean_pair_distance"], row["mean_random_distance"])
                  for row in res["loss"] if row["dx"] == 0}
         print(f"digit {d} on {res['variant']}: loss at the true boxes {res['loss_at_truth']:.3f}; lowest "

@@ -19,7 +19,7 @@ is npstn's own (``npstn.functional.colocalisation_loss_backward(...,
 stop_partner=True)``, ``ColocaliseConfig.stop_partner``).
 
     python benchmarks/table5_study/stop_gradient.py --digit 3 [--clutter] [--lr 0.001] \
-        [--steps 500] [--fixed-scale | --init-scale S --anneal FA,FB] [--lr-scale-power P] [--margin A] [--layer-weights W1,W2,W3] [--seed S] [--json OUT.json]
+        [--steps 500] [--fixed-scale | --init-scale S --anneal FA,FB] [--lr-scale-power P] [--probabilities W] [--margin A] [--layer-weights W1,W2,W3] [--seed S] [--json OUT.json]
 
 ``--init-scale S --anneal FA,FB``: s is not learnt but set by a schedule (S until
 the fraction FA of the run, then linearly to 28/84 at FB:
@@ -57,6 +57,9 @@ def main(argv=None) -> int:
     p.add_argument("--lr-scale-power", type=float, default=0.0, metavar="P",
                    help="with --anneal: each step's gradient times (s / init_scale) ** P (ColocaliseConfig."
                         "lr_scale_power)")
+    p.add_argument("--probabilities", type=float, default=0.0, metavar="W",
+                   help="append W times the encoder's class probabilities to the descriptor "
+                        "(ColocaliseConfig.probabilities)")
     p.add_argument("--margin", type=float, default=1.0,
                    help="alpha of the hinge (the paper: 1; the descriptor's scale is npstn's: each layer's part "
                         "has mean squared norm 1)")
@@ -79,6 +82,7 @@ def main(argv=None) -> int:
                                learn_scale=not (args.fixed_scale or args.anneal is not None),
                                scale_anneal=args.anneal, stop_partner=not args.full_gradient, margin=args.margin,
                                lr_scale_power=args.lr_scale_power, seed=args.seed,
+                               probabilities=args.probabilities,
                                data_dir=args.data_dir)
     except ValueError as e:
         p.error(str(e))
