@@ -888,11 +888,15 @@ def table5_markdown(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
+#: ColocaliseConfig fields added after runs were made, with the value a run that lacks one ran with
+_ADDED_FIELDS = {"lr_scale_power": 0.0, "probabilities": 0.0}
+
+
 def _finished(folder: Path, config: ColocaliseConfig):
     with contextlib.suppress(OSError, ValueError):
         m = json.loads((folder / "metrics.json").read_text())
         if isinstance(m, dict) and m.get("status") == "finished":
-            stored = {k: v for k, v in m.get("config", {}).items() if k not in ("out", "data_dir")}
+            stored = {**_ADDED_FIELDS, **{k: v for k, v in m.get("config", {}).items() if k not in ("out", "data_dir")}}
             want = {k: v for k, v in config.to_dict().items() if k not in ("out", "data_dir")}
             if stored == want:
                 return m

@@ -451,6 +451,13 @@ def test_reproduce_table5_runs_cells_skips_finished_ones_and_reports(tmp_path, s
     stamp = (out / "T" / "digit7" / "metrics.json").stat().st_mtime_ns
     assert main(argv) == 0  # the finished cell is skipped
     assert (out / "T" / "digit7" / "metrics.json").stat().st_mtime_ns == stamp
+    # ... also when it was run before lr_scale_power and probabilities existed (it ran as their 0)
+    f = out / "T" / "digit7" / "metrics.json"
+    m = json.loads(f.read_text())
+    del m["config"]["lr_scale_power"], m["config"]["probabilities"]
+    f.write_text(json.dumps(m))
+    stamp = f.stat().st_mtime_ns
+    assert main(argv) == 0 and f.stat().st_mtime_ns == stamp
     assert main(["reproduce", "table5", "--report", "--out", str(out)]) == 0
     assert [r["digit"] for r in json.loads((out / "results.json").read_text())] == [7]
     assert main(["reproduce", "table5", "--report", "--out", str(tmp_path / "empty")]) == 2
