@@ -41,7 +41,6 @@ table5``), :func:`box_iou`, :func:`theta_to_box`, :func:`mnist_encoder`.
 from __future__ import annotations
 
 import contextlib
-import copy
 import hashlib
 import io
 import json
@@ -67,8 +66,8 @@ __all__ = [
     "CANVAS", "DIGIT_SIZE", "NUM_IMAGES", "CLUTTER_PATCHES", "CLUTTER_SIZE", "IOU_THRESHOLD", "DATA_SEED",
     "AS_STATED", "ENCODER_VERSION", "PAPER_TABLE5", "RUN_FILES", "ColocaliseConfig", "Encoder", "BoundedAttention",
     "box_iou", "theta_to_box", "box_to_theta", "colocalisation_set", "localisation_net", "build_transformer",
-    "cnn_encoder", "mnist_encoder", "encoder_cache_dir", "colocalise", "reproduce_table5", "table5_markdown",
-    "plot_boxes",
+    "cnn_encoder", "mnist_encoder", "encoder_for", "encoder_cache_dir", "colocalise", "reproduce_table5",
+    "table5_markdown", "plot_boxes",
 ]
 
 #: Canvas side (the paper: 84), the digit's frame side, images per set (the paper: about 100).
@@ -341,6 +340,14 @@ class Encoder(Module):
             self._logits, self._p = outs[-1], F.softmax(outs[-1], 1)
             parts.append(self.probabilities * self._p)
         return np.concatenate(parts, axis=1)
+
+    def with_probabilities(self, w: float) -> "Encoder":
+        """This encoder (the same network and scales) with the class probabilities at weight ``w``:
+        itself when ``w`` is its weight already, else a new Encoder on the same network (this one
+        stays as it is)."""
+        if float(w) == self.probabilities:
+            return self
+        return Encoder(self.net, self.taps, self.scales, probabilities=w)
 
     def calibrate(self, x) -> tuple:
         """Set ``scales`` so each tap's part has mean squared norm 1 on the images ``x`` (N, C, H, W):
@@ -650,6 +657,13 @@ def annealed_scale(step: int, start: float, anneal: tuple, canvas: int = CANVAS)
     return float(start) * (1.0 - f) + DIGIT_SIZE / canvas * f
 
 
+def encoder_for(config: "ColocaliseConfig", *, progress: bool = True) -> tuple:
+    """:func:`mnist_encoder` with ``config``'s encoder settings (width, steps, batch size, rate, data
+    folder): the (Encoder, info) pair a run of ``config`` uses."""
+    return mnist_encoder(width=config.encoder_width, steps=config.encoder_steps, batch_size=config.encoder_batch_size,
+                         lr=config.encoder_lr, data_dir=config.data_dir, progress=progress)
+
+
 #: The paper's setup as stated (the full gradient, s learnt from a centred 28x28 window, a constant
 #: rate), with npstn's defaults of before the recipe for the rate and the length:
 #: ``ColocaliseConfig(**AS_STATED)`` (``npstn colocalise --as-stated``).
@@ -773,14 +787,8 @@ def _colocalise(config, progress, data, encoder, run):
         x, boxes = data
         x = np.ascontiguousarray(x, dtype=np.float32)
     canvas = x.shape[-1]
-    if encoder is None:
-        encoder = mnist_encoder(width=config.encoder_width, steps=config.encoder_steps,
-                                batch_size=config.encoder_batch_size, lr=config.encoder_lr,
-                                data_dir=config.data_dir, progress=progress)
-    enc, enc_info = encoder
-    if config.probabilities != enc.probabilities:  # a copy: the caller's encoder (or the cache's) stays as it is
-        enc = copy.copy(enc)
-        enc.probabilities = config.probabilities
+    enc, enc_info = encoder_for(config, progress=progress) if encoder is None else encoder
+    enc = enc.with_probabilities(config.probabilities)  # a copy if it differs: the caller's stays as it is
     enc.eval()
     st = build_transformer(canvas, config.init_scale, config.seed, config.bounded)
     opt = nn.SGD(st.parameters(), lr=config.lr, momentum=config.momentum)

@@ -41,32 +41,27 @@ def landscape(digit: int, clutter: bool, shifts, batches: int, batch_size: int, 
     encoder for (digit, clutter). Returns the loss at the truth, the lowest one and its shift,
     and per shift the loss and the mean squared distances within pairs and to the random crops.
     """
+    import copy
+
+    from npstn import colocalisation as C
     from npstn import functional as F
-    from npstn.colocalisation import DIGIT_SIZE, ColocaliseConfig, box_to_theta, colocalisation_set, mnist_encoder
+    from npstn.colocalisation import DIGIT_SIZE, ColocaliseConfig, box_to_theta, colocalisation_set, encoder_for
 
     cfg = ColocaliseConfig(digit=digit, clutter=clutter, data_dir=data_dir)
     if data is None:
         data = colocalisation_set(digit, clutter, images=cfg.images, seed=cfg.data_seed, data_dir=data_dir)
     x, boxes = data
-    if encoder is None:
-        encoder = mnist_encoder(width=cfg.encoder_width, steps=cfg.encoder_steps, batch_size=cfg.encoder_batch_size,
-                                lr=cfg.encoder_lr, data_dir=data_dir, progress=False)
-    enc, info = encoder
-    if probabilities:  # the class probabilities beside the layers (ColocaliseConfig.probabilities)
-        import copy
-
-        enc = copy.copy(enc)
-        enc.probabilities = float(probabilities)
+    enc, info = encoder_for(cfg, progress=False) if encoder is None else encoder
+    enc = enc.with_probabilities(probabilities)  # the class probabilities beside the layers
     enc.eval()
-    if layer_weights is not None:  # weigh the descriptor's parts (each calibrated to mean squared norm 1)
+    if layer_weights is not None:  # weigh the descriptor's parts (each calibrated to mean squared norm 1), on a copy
+        enc = copy.copy(enc)
         enc.scales = tuple(c * w for c, w in zip(enc.scales, layer_weights))
     n, canvas = len(x), x.shape[-1]
     rng = np.random.default_rng(seed)
     # the batches and each batch's random crops, shared by every shift
     idx = np.stack([rng.choice(n, size=batch_size, replace=False) for _ in range(batches)])
-    s = DIGIT_SIZE / canvas
-    rand_t = rng.uniform(-(1 - s), 1 - s, size=(batches, batch_size, 2))
-    rand_theta = np.concatenate([np.full((batches, batch_size, 1), s), rand_t], axis=2).astype(np.float32)
+    rand_theta = [C._random_crops(batch_size, rng, canvas, np.float32) for _ in range(batches)]  # as training draws
 
     def describe(crops):
         d = enc(crops).astype(np.float64)

@@ -88,10 +88,9 @@ def main(argv=None) -> int:
         p.error(str(e))
     encoder = None
     if args.layer_weights is not None:
-        from npstn.colocalisation import mnist_encoder
+        from npstn.colocalisation import encoder_for
 
-        enc, info = mnist_encoder(width=cfg.encoder_width, steps=cfg.encoder_steps, batch_size=cfg.encoder_batch_size,
-                                  lr=cfg.encoder_lr, data_dir=cfg.data_dir, progress=False)
+        enc, info = encoder_for(cfg, progress=False)
         if len(args.layer_weights) != len(enc.scales):
             p.error(f"--layer-weights needs {len(enc.scales)} values")
         enc.scales = tuple(c * w for c, w in zip(enc.scales, args.layer_weights))
