@@ -19,7 +19,9 @@ is npstn's own (``npstn.functional.colocalisation_loss_backward(...,
 stop_partner=True)``, ``ColocaliseConfig.stop_partner``).
 
     python benchmarks/table5_study/stop_gradient.py --digit 3 [--clutter] [--lr 0.001] \
-        [--steps 500] [--fixed-scale | --init-scale S --anneal FA,FB] [--lr-scale-power P] [--probabilities W] [--margin A] [--layer-weights W1,W2,W3] [--seed S] [--json OUT.json]
+        [--steps 500] [--fixed-scale | --init-scale S --anneal FA,FB] [--lr-drops F1,F2] \
+        [--lr-scale-power P] [--probabilities W] [--margin A] [--layer-weights W1,W2,W3] [--seed S] \
+        [--json OUT.json]
 
 ``--init-scale S --anneal FA,FB``: s is not learnt but set by a schedule (S until
 the fraction FA of the run, then linearly to 28/84 at FB:
