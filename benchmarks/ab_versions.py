@@ -9,7 +9,8 @@ both alternately, A B B A, so that drift of the machine falls on both
 equally. It reports median milliseconds and the ratio new / old:
 
 * one SGD step (forward, loss, backward, momentum update) of FCN, ST-FCN
-  (affine, tps), CNN and ST-CNN, batch 256, on random inputs;
+  (affine, tps), CNN and ST-CNN, batch 256, on random inputs, the models
+  built as training builds them (``needs_input_grad = False``);
 * ``affine_grid`` + ``grid_sample`` (fwd) and with both backwards (fwd+bwd)
   on the shapes of ``npstn bench sampler``;
 * the CPU sampler kernels alone (``npstn.kernels.cpu.grid_sample.forward`` /
@@ -119,8 +120,11 @@ def main(argv=None) -> int:
             side = 42 if dist == "rts" else 28
             batches = [(rng.random((256, 1, side, side), dtype=np.float32), rng.integers(0, 10, 256))
                        for _ in range(4)]
-            so = step_old(build_old(name, tr or "affine", dist, seed=0), batches, 0.9, [])
-            sn = step_new(build_new(name, tr or "affine", dist, seed=0), batches, 0.9, [])
+            models = build_old(name, tr or "affine", dist, seed=0), build_new(name, tr or "affine", dist, seed=0)
+            for m in models:
+                m.needs_input_grad = False  # as training builds them (npstn.train.loop.build_run_model)
+            so = step_old(models[0], batches, 0.9, [])
+            sn = step_new(models[1], batches, 0.9, [])
             for _ in range(2):  # compile, warm up
                 so()
                 sn()

@@ -74,6 +74,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from npstn._checks import check_bool
 from npstn import nn
 from npstn.nn.module import Module, Sequential
 from npstn.stn.spatial_transformer import SpatialTransformer
@@ -369,26 +370,19 @@ class PaperModel(Module):
         """Whether ``backward`` must return dL/dinput (default True).
 
         Set it False when the input is data that needs no gradient (training
-        does): a model whose first layer is a convolution (the CNN) then
-        skips that layer's input gradient, a third of its backward, and
-        ``backward`` returns None, as torch leaves ``x.grad`` None. Other
-        models compute and return it as before.
+        does): the first stage is told so and skips the work, and
+        ``backward`` returns None, as torch leaves ``x.grad`` None. The
+        CNN's first convolution skips its input gradient (a third of its
+        backward), the FCN's first Linear its dL/dX, a transformer the
+        sampler's scatter (eq. 6) and its localisation network's input
+        gradient. Parameter gradients are unchanged, bit for bit.
         """
-        first = self._first_conv()
-        return True if first is None else first.needs_input_grad
+        return self._stages()[0].needs_input_grad
 
     @needs_input_grad.setter
     def needs_input_grad(self, value: bool) -> None:
-        first = self._first_conv()
-        if first is not None:
-            first.needs_input_grad = bool(value)
-
-    def _first_conv(self):
-        """The Conv2d that sees the model's input first-hand, or None."""
-        first = self._stages()[0]
-        if isinstance(first, Sequential) and len(first) and isinstance(first[0], nn.Conv2d):
-            return first[0]
-        return None
+        check_bool("needs_input_grad", value)
+        self._stages()[0].needs_input_grad = bool(value)
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         for m in self._stages():

@@ -83,7 +83,7 @@ def kernels(dt):
     f, f2 = float64[::1], float64[:, ::1]
     geo = UniTuple(dt, 7)  # (one, scale_x, scale_y, shift, limit, size_x, size_y)
     yield "grid_sample", gs._forward_kernel, (m4, m4, m4, geo, i, i, b)
-    yield "grid_sample_backward", gs._backward_kernel, (m4, m4, m4, m4, m4, geo, i, i, b)
+    yield "grid_sample_backward", gs._backward_kernel, (m4, m4, m4, m4, m4, geo, i, i, b, b)
     yield "zero4", gs._zero_kernel, (m4,)
     yield "affine_grid", gr._affine_grid_kernel, (m3, f, f, m4)
     yield "affine_grid_backward", gr._affine_grid_backward_kernel, (m4, f, f, m3)
@@ -96,7 +96,7 @@ def kernels(dt):
     m5 = dt[:, :, :, :, ::1]
     geo3 = UniTuple(dt, 9)  # (one, scale_x, scale_y, scale_z, shift, limit, size_x, size_y, size_z)
     yield "grid_sample3d", gs3._forward_kernel, (m5, m5, m5, geo3, i, i, b)
-    yield "grid_sample3d_backward", gs3._backward_kernel, (m5, m5, m5, m5, m5, geo3, i, i, b)
+    yield "grid_sample3d_backward", gs3._backward_kernel, (m5, m5, m5, m5, m5, geo3, i, i, b, b)
     yield "zero5", gs3._zero_kernel, (m5,)
     yield "affine_grid3d", gr._affine_grid3d_kernel, (m3, f, f, f, m5)
     yield "affine_grid3d_backward", gr._affine_grid3d_backward_kernel, (m5, f, f, f, m3)

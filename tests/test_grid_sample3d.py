@@ -82,6 +82,7 @@ def test_matches_torch_on_drawn_volumes(case):
     close(out, t_out, dt, "output")
     close(gi, t_gi, dt, "grad_input")
     close(gg, t_gg, dt, "grad_grid")
+    _check_grid_only(case, "cpu", gg)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -186,10 +187,19 @@ def test_trilinear_example_by_hand():
 # Hostile grids on every backend
 # ----------------------------------------------------------------------------
 
+def _check_grid_only(case, backend, full_grad_grid):
+    """needs_input_grad=False: grad_input None, grad_grid the full backward's, bit for bit."""
+    gi, gg = F.grid_sample_backward(case.grad_output, case.input, case.grid, backend=backend,
+                                    needs_input_grad=False, **case.kwargs)
+    assert gi is None
+    np.testing.assert_array_equal(gg, full_grad_grid)
+
+
 def _hostile_check(case, backend):
     out = F.grid_sample(case.input, case.grid, backend=backend, **case.kwargs)
     gi, gg = F.grid_sample_backward(case.grad_output, case.input, case.grid, backend=backend, **case.kwargs)
     assert np.all(np.isfinite(out)) and np.all(np.isfinite(gi)) and np.all(np.isfinite(gg))
+    _check_grid_only(case, backend, gg)
     bad = ~np.isfinite(case.grid).all(axis=-1)  # NaN/inf points: 0, zero gradient
     assert np.all(out.transpose(0, 2, 3, 4, 1)[bad] == 0)
     assert np.all(gg[bad] == 0)

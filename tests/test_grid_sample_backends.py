@@ -44,7 +44,19 @@ def check_against_numpy(case, backend):
     agree(out, ref_out, f"{backend} output")
     agree(gi, ref_gi, f"{backend} grad_input")
     agree(gg, ref_gg, f"{backend} grad_grid")
+    check_grid_only(case, backend, gg)
+    check_grid_only(case, "numpy", ref_gg)
     return out, gi, gg
+
+
+def check_grid_only(case, backend, full_grad_grid):
+    """needs_input_grad=False: no grad_input, and the backend's grad_grid bit for bit."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        gi, gg = grid_sample_backward(case.grad_output, case.input, case.grid, backend=backend,
+                                      needs_input_grad=False, **case.kwargs)
+    assert gi is None
+    np.testing.assert_array_equal(gg, full_grad_grid, err_msg=f"{backend} grad_grid without grad_input")
 
 
 # ----------------------------------------------------------------------------
@@ -82,6 +94,9 @@ def test_cpu_parallel_backward_is_race_free(shape, out_hw, mode, split):
             got = cpu_kernels.backward(go, x, g, split=split, **kw)
             agree(got[0], ref[0], "grad_input")
             agree(got[1], ref[1], "grad_grid")
+            none, gg = cpu_kernels.backward(go, x, g, needs_input_grad=False, parallel=True, tile_points=16, **kw)
+            assert none is None
+            np.testing.assert_array_equal(gg, got[1], err_msg="grad_grid without grad_input, parallel")
 
 
 @pytest.mark.parametrize("backend", ["cpu", "cuda"])
@@ -108,6 +123,31 @@ def test_near_integer_coordinates_take_the_specifications_side(backend, align_co
     got = grid_sample_backward(go, x, g, backend=backend, **kw)
     agree(got[0], ref[0], "grad_input")
     agree(got[1], ref[1], "grad_grid")
+
+
+@pytest.mark.parametrize("volume", [False, True], ids=["image", "volume"])
+def test_cpu_accepts_read_only_arrays(volume):
+    """Data may be read-only (a memory map, np.broadcast_to): no kernel may type it as writable,
+    in any backward strategy (the split's pass 1 and the backward without grad_input once did)."""
+    from npstn.kernels.cpu import grid_sample as cpu_kernels
+
+    rng = np.random.default_rng(2)
+    shape, gshape = ((2, 3, 4, 5, 6), (2, 3, 3, 4, 3)) if volume else ((3, 2, 5, 6), (3, 4, 4, 2))
+    x, g = rng.standard_normal(shape), rng.uniform(-1.1, 1.1, gshape)
+    go = rng.standard_normal((*shape[:2], *gshape[1:-1]))
+    for a in (x, g, go):
+        a.setflags(write=False)
+    ref_gi, ref_gg = grid_sample_backward(go, x, g, backend="numpy")
+    agree(grid_sample(x, g, backend="cpu"), grid_sample(x, g, backend="numpy"))
+    for needs in (True, False):
+        gi, gg = grid_sample_backward(go, x, g, backend="cpu", needs_input_grad=needs)
+        agree(gg, ref_gg, f"grad_grid, needs_input_grad={needs}")
+        assert (gi is None) if not needs else agree(gi, ref_gi) is None
+    if not volume:
+        for split in (False, True):
+            gi, gg = cpu_kernels.backward(go, x, g, "bilinear", "zeros", False, split=split)
+            agree(gi, ref_gi, f"split={split}")
+            agree(gg, ref_gg, f"split={split}")
 
 
 def test_cpu_accepts_non_contiguous_arrays():
@@ -355,6 +395,10 @@ def test_cpu_kernel_variants_match_the_specification(mode, padding_mode, dtype):
                             first = (out, gi, gg)
                         for a, b in zip(first, (out, gi, gg)):  # every strategy gives the same bits
                             np.testing.assert_array_equal(a, b, err_msg=f"{kw} parallel={parallel} split={split}")
+                    none, gg = cpu_kernels.backward(go, x, g, parallel=parallel, tile_points=tile_points,
+                                                    needs_input_grad=False, **kw)
+                    assert none is None
+                    np.testing.assert_array_equal(gg, first[2], err_msg=f"{kw} parallel={parallel}, no grad_input")
 
 
 def test_cpu_large_call_takes_the_parallel_kernels():
@@ -389,7 +433,7 @@ def test_cpu_serial_and_parallel_kernels_have_distinct_cache_keys():
     """
     from npstn.kernels.cpu import grid_sample as cpu_kernels
 
-    for kind, padding in (("forward", 0), ("by_image", 0), ("points", 0), ("scatter", -1)):
+    for kind, padding in (("forward", 0), ("by_image", 0), ("points", 0), ("grid_only", 0), ("scatter", -1)):
         cells = []
         for parallel in (False, True):
             k = cpu_kernels._kernel(kind, 0, padding, parallel)

@@ -115,3 +115,25 @@ def test_errors_name_argument_and_shapes():
         Linear(0, 3)
     with pytest.raises(TypeError, match="out_features must be an int"):
         Linear(3, 2.0)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "cpu", "cuda"])
+def test_no_input_grad_keeps_weight_and_bias_gradients(backend):
+    """needs_input_grad=False (a first layer): dL/dX is None, dL/dW and dL/db bit for bit."""
+    import npstn.functional as F
+
+    rng = np.random.default_rng(3)
+    x, w, b = rng.standard_normal((2, 5, 4)), rng.standard_normal((3, 4)), rng.standard_normal(3)
+    g = rng.standard_normal((2, 5, 3))
+    full = F.linear_backward(g, x, w, b, backend=backend)
+    gx, gw, gb = F.linear_backward(g, x, w, b, backend=backend, needs_input_grad=False)
+    assert gx is None and full[0].shape == x.shape
+    np.testing.assert_array_equal(gw, full[1])
+    np.testing.assert_array_equal(gb, full[2])
+    m, ref = Linear(4, 3, rng=0, dtype=np.float64), Linear(4, 3, rng=0, dtype=np.float64)
+    m.needs_input_grad = False
+    m(x), ref(x)
+    assert m.backward(g) is None and ref.backward(g).shape == x.shape
+    np.testing.assert_array_equal(m.weight.grad, ref.weight.grad)
+    with pytest.raises(TypeError, match="needs_input_grad"):
+        F.linear_backward(g, x, w, b, needs_input_grad=0)

@@ -138,3 +138,52 @@ def test_gradcheck_tiny_st_cnn():
     reg.bias.data[...] = [0.9, 0.12, 0.05, -0.1, 0.85, -0.03]
     x = rng.random((2, 1, 25, 25))
     gradcheck(model, x, max_elements=16, atol=1e-5, rtol=1e-3)
+
+
+def _parameter_grads(model, x, g, needs_input_grad):
+    model.zero_grad()
+    model.needs_input_grad = needs_input_grad
+    model(x)
+    back = model.backward(g)
+    return back, [p.grad.copy() for p in model.parameters()]
+
+
+INPUT_GRAD_CASES = ([(m, t, dict(distortion="rts")) for m, t in CASES]
+                    + [("st-fcn", t, dict(task="addition", transformers=k, input_size=12, width=6))
+                       for t in ("affine", "tps") for k in (1, 2)]
+                    + [("st-fcn", "affine", dict(task="mnist3d", input_size=8))])
+
+
+@pytest.mark.parametrize("name,transform,kw", INPUT_GRAD_CASES,
+                         ids=[f"{n}-{t}-{kw.get('task', 'rts')}-{kw.get('transformers', 1)}"
+                              for n, t, kw in INPUT_GRAD_CASES])
+def test_no_input_grad_keeps_every_parameter_gradient(name, transform, kw):
+    """model.needs_input_grad = False (as training sets it): backward returns None and skips
+    the first stage's input gradient (the sampler's scatter, the localisation network's or the
+    first layer's dL/dx), and every parameter gradient is the full backward's, bit for bit."""
+    model = build_model(name, transform, seed=0, **kw).double()
+    spec = model.spec
+    shape = ((2, 1, *(spec.input_size,) * 3) if kw.get("task") == "mnist3d"
+             else (2, spec.channels, spec.input_size, spec.input_size))
+    x = np.random.default_rng(0).random(shape)
+    g = np.random.default_rng(1).standard_normal((2, spec.num_classes))
+    full, ref = _parameter_grads(model, x, g, True)
+    assert full.shape == x.shape
+    none, got = _parameter_grads(model, x, g, False)
+    assert none is None and not model.needs_input_grad
+    for (pname, _), a, b in zip(model.named_parameters(), got, ref):
+        np.testing.assert_array_equal(a, b, err_msg=pname)
+    for st in model.transformers:  # each transformer, and the first learnable layer of its localisation net
+        assert not st.needs_input_grad and not st.localization.needs_input_grad
+    if model.transformers:
+        assert model.classifier.needs_input_grad  # the classifier's input is the transformer's output
+    _, again = _parameter_grads(model, x, g, True)  # and back
+    for a, b in zip(again, ref):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_needs_input_grad_must_be_a_bool():
+    model = build_model("st-fcn", "affine", "r", seed=0)
+    for target in (model, model.transformer, model.classifier):
+        with pytest.raises(TypeError, match="needs_input_grad"):
+            target.needs_input_grad = "False"

@@ -106,3 +106,40 @@ def test_module_without_super_init_is_explained():
 
     with pytest.raises(RuntimeError, match="super\\(\\).__init__"):
         Bad()
+
+
+def test_sequential_without_input_grad_stops_at_its_first_learnable_layer():
+    """Flatten and MaxPool before the first Linear have nothing to learn: skipped, and backward
+    returns None; the Linear is told to skip dL/dX; the parameter gradients do not change."""
+    from npstn.nn import Flatten, Linear, MaxPool2d, Parallel, ReLU
+
+    rng = np.random.default_rng(0)
+    x, g = rng.standard_normal((3, 2, 4, 4)), rng.standard_normal((3, 5))
+
+    def build():
+        return Sequential(MaxPool2d(2), Flatten(), Linear(8, 6, rng=1, dtype=np.float64), ReLU(),
+                          Linear(6, 5, rng=2, dtype=np.float64))
+
+    ref, seq = build(), build()
+    ref(x)
+    assert ref.backward(g).shape == x.shape
+    seq.needs_input_grad = False
+    assert not seq.needs_input_grad and not seq[2].needs_input_grad and seq[4].needs_input_grad
+    seq(x)
+    seq[0].backward = seq[1].backward = None  # never called
+    assert seq.backward(g) is None
+    for a, b in zip(seq.parameters(), ref.parameters()):
+        np.testing.assert_array_equal(a.grad, b.grad)
+    empty = Sequential(Flatten())  # nothing to learn, no gradient wanted: nothing to do
+    empty.needs_input_grad = False
+    empty(x)
+    assert empty.backward(np.ones((3, 32))) is None
+    # Parallel tells every branch and returns None; its branches' gradients are unchanged
+    par, par_ref = (Parallel(build(), build(), dim=1) for _ in range(2))
+    par.needs_input_grad = False
+    assert all(not b.needs_input_grad for b in par.children())
+    par(x), par_ref(x)
+    g2 = rng.standard_normal((3, 10))
+    assert par.backward(g2) is None and par_ref.backward(g2).shape == x.shape
+    for a, b in zip(par.parameters(), par_ref.parameters()):
+        np.testing.assert_array_equal(a.grad, b.grad)

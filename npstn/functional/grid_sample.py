@@ -110,7 +110,7 @@ from __future__ import annotations
 import numpy as np
 
 from npstn._backend import resolve_backend
-from npstn._checks import check_float_array, check_same_dtype, shape_str
+from npstn._checks import check_bool, check_float_array, check_same_dtype, shape_str
 from npstn._device import is_device_array
 from npstn.functional.grid_sample3d import grid_sample3d_backward_numpy, grid_sample3d_numpy
 from npstn.kernels import formulas as fm
@@ -164,7 +164,7 @@ def grid_sample(input, grid, mode="bilinear", padding_mode="zeros", align_corner
 
 
 def grid_sample_backward(grad_output, input, grid, mode="bilinear", padding_mode="zeros",
-                         align_corners=False, backend=None):
+                         align_corners=False, backend=None, needs_input_grad=True):
     """Gradients of :func:`grid_sample` (paper eq. 6 and 7).
 
     Parameters
@@ -173,11 +173,17 @@ def grid_sample_backward(grad_output, input, grid, mode="bilinear", padding_mode
         the dtype of ``input``: dL/dV, the upstream gradient.
     input, grid, mode, padding_mode, align_corners, backend
         As in :func:`grid_sample`.
+    needs_input_grad : bool
+        False skips eq. 6 (the scatter into ``grad_input``, about half the
+        work) and returns None for it: for a sampler that reads data, such
+        as a spatial transformer on a network's input (torch's
+        ``output_mask``). ``grad_grid`` is the same, bit for bit.
 
     Returns
     -------
     (grad_input, grad_grid) : arrays shaped like ``input`` (N, C, H, W) and
-        ``grid`` (N, H_out, W_out, 2), in their dtype.
+        ``grid`` (N, H_out, W_out, 2), in their dtype; grad_input is None
+        when ``needs_input_grad`` is False.
 
     At the kinks of the bilinear kernel (a source coordinate exactly on an
     integer pixel position) the coordinate gradient is the one-sided
@@ -189,10 +195,12 @@ def grid_sample_backward(grad_output, input, grid, mode="bilinear", padding_mode
     backend = resolve_backend(backend, grad_output, input, grid)
     volume = _check_args(input, grid, mode, padding_mode, align_corners, backend)
     _check_grad_output(grad_output, input, grid, backend)
+    check_bool("needs_input_grad", needs_input_grad)
     if backend == "numpy":
         spec = grid_sample3d_backward_numpy if volume else _grid_sample_backward_numpy
-        return spec(grad_output, input, grid, mode, padding_mode, bool(align_corners))
-    return _kernels(backend, volume).backward(grad_output, input, grid, mode, padding_mode, bool(align_corners))
+        return spec(grad_output, input, grid, mode, padding_mode, bool(align_corners), bool(needs_input_grad))
+    return _kernels(backend, volume).backward(grad_output, input, grid, mode, padding_mode, bool(align_corners),
+                                              needs_input_grad=bool(needs_input_grad))
 
 
 def _kernels(backend: str, volume: bool):
@@ -383,24 +391,26 @@ def _grid_sample_numpy(input, grid, mode, padding_mode, align_corners):
     return fm.bilinear_interpolate(*_neighbours(input, x0, y0, valid), *weights)
 
 
-def _grid_sample_backward_numpy(grad_output, input, grid, mode, padding_mode, align_corners):
+def _grid_sample_backward_numpy(grad_output, input, grid, mode, padding_mode, align_corners,
+                                needs_input_grad=True):
     # BEGIN SOLUTION task2
     grad_output = np.asarray(grad_output)
     input = np.asarray(input)
     grid = np.asarray(grid)
     xs, ys, dxs, dys, valid = _source_points(input, grid, padding_mode, align_corners)
-    grad_input = np.zeros(input.shape, dtype=input.dtype)
+    grad_input = np.zeros(input.shape, dtype=input.dtype) if needs_input_grad else None
     grad_grid = np.zeros(grid.shape, dtype=grid.dtype)
     if mode == "nearest":  # grad_input: route G to the nearest pixel; grad_grid: 0
-        xn, yn = _nearest(xs, ys)
-        _scatter_add(grad_input, yn, xn, valid, grad_output)
+        if needs_input_grad:
+            xn, yn = _nearest(xs, ys)
+            _scatter_add(grad_input, yn, xn, valid, grad_output)
         return grad_input, grad_grid
 
     one = input.dtype.type(1)
     x0, y0, fx, fy = _corners(xs, ys)
-    # eq. 6: scatter G with the forward's weights
-    for (dy, dx), weight in zip(((0, 0), (0, 1), (1, 0), (1, 1)), fm.bilinear_weights(fx, fy, one)):
-        _scatter_add(grad_input, y0 + dy, x0 + dx, valid, weight * grad_output)
+    if needs_input_grad:  # eq. 6: scatter G with the forward's weights
+        for (dy, dx), weight in zip(((0, 0), (0, 1), (1, 0), (1, 1)), fm.bilinear_weights(fx, fy, one)):
+            _scatter_add(grad_input, y0 + dy, x0 + dx, valid, weight * grad_output)
     # eq. 7: derivative w.r.t. the pixel coordinates, summed over channels ...
     dv_dx, dv_dy = fm.bilinear_coordinate_gradient(*_neighbours(input, x0, y0, valid), fx, fy, one)
     # ... then the chain rule through padding and unnormalisation

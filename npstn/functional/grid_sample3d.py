@@ -127,23 +127,26 @@ def grid_sample3d_numpy(input, grid, mode, padding_mode, align_corners):
     return fm.trilinear_interpolate(*_neighbours(input, x0, y0, z0, valid), *weights)
 
 
-def grid_sample3d_backward_numpy(grad_output, input, grid, mode, padding_mode, align_corners):
-    """(grad_input, grad_grid) on validated 5-D arrays (see the module docstring)."""
+def grid_sample3d_backward_numpy(grad_output, input, grid, mode, padding_mode, align_corners,
+                                 needs_input_grad=True):
+    """(grad_input, grad_grid) on validated 5-D arrays (see the module docstring); grad_input
+    None when ``needs_input_grad`` is False (eq. 6 skipped)."""
     grad_output = np.asarray(grad_output)
     input = np.asarray(input)
     grid = np.asarray(grid)
     coords, derivs, valid = _source_points(input, grid, padding_mode, align_corners)
-    grad_input = np.zeros(input.shape, dtype=input.dtype)
+    grad_input = np.zeros(input.shape, dtype=input.dtype) if needs_input_grad else None
     grad_grid = np.zeros(grid.shape, dtype=grid.dtype)
     if mode == "nearest":  # route G to the nearest pixel; no grid gradient
-        xn, yn, zn = _nearest(coords)
-        _scatter_add(grad_input, zn, yn, xn, valid, grad_output)
+        if needs_input_grad:
+            xn, yn, zn = _nearest(coords)
+            _scatter_add(grad_input, zn, yn, xn, valid, grad_output)
         return grad_input, grad_grid
     one = input.dtype.type(1)
     (x0, y0, z0), (fx, fy, fz) = _corners(coords)
-    # eq. 6: scatter G with the forward's eight weights
-    for (dz, dy, dx), weight in zip(CORNERS, fm.trilinear_weights(fx, fy, fz, one)):
-        _scatter_add(grad_input, z0 + dz, y0 + dy, x0 + dx, valid, weight * grad_output)
+    if needs_input_grad:  # eq. 6: scatter G with the forward's eight weights
+        for (dz, dy, dx), weight in zip(CORNERS, fm.trilinear_weights(fx, fy, fz, one)):
+            _scatter_add(grad_input, z0 + dz, y0 + dy, x0 + dx, valid, weight * grad_output)
     # eq. 7 in 3D, summed over channels, then the chain rule through padding and unnormalisation
     dv = fm.trilinear_coordinate_gradient(*_neighbours(input, x0, y0, z0, valid), fx, fy, fz, one)
     for axis in range(3):

@@ -16,7 +16,7 @@ in its epilogue) and a column-sum kernel for dL/db.
 """
 from __future__ import annotations
 
-from npstn._checks import check_float_array, check_same_dtype, shape_str
+from npstn._checks import check_bool, check_float_array, check_same_dtype, shape_str
 from npstn._device import device_args, results_for
 from npstn.functional._layer_common import check_bias, dispatch, upstream_grad
 
@@ -57,24 +57,26 @@ def linear(input, weight, bias=None, *, backend=None):
     return y.reshape(_out_shape(input, weight))
 
 
-def linear_backward(grad_output, input, weight, bias=None, *, backend=None):
+def linear_backward(grad_output, input, weight, bias=None, *, backend=None, needs_input_grad=True):
     """(dL/dinput, dL/dweight, dL/dbias) for ``linear(input, weight, bias)``; dL/dbias is
-    None when bias is None.
+    None when bias is None, dL/dinput None when ``needs_input_grad`` is False
+    (a first layer, whose input is data: one product of three skipped).
 
     grad_output (*, out_features) -> shapes of input, weight and bias. The
     equations are in the module docstring.
     """
     _check(input, weight, bias)
     grad_output = upstream_grad("linear_backward", grad_output, _out_shape(input, weight), input.dtype)
+    check_bool("linear_backward: needs_input_grad", needs_input_grad)
     backend = dispatch("linear_backward", backend, grad_output, input, weight, bias)
     if backend == "cuda":
-        return _linear_backward_cuda(grad_output, input, weight, bias)
+        return _linear_backward_cuda(grad_output, input, weight, bias, needs_input_grad)
     out_f, in_f = weight.shape
     g2d = grad_output.reshape(-1, out_f)  # (M, out)
     x2d = input.reshape(-1, in_f)  # (M, in)
     grad_weight = g2d.T @ x2d  # (out, in)
     grad_bias = None if bias is None else g2d.sum(axis=0)  # (out,)
-    grad_input = (g2d @ weight).reshape(input.shape)  # (M, in) -> input's shape
+    grad_input = (g2d @ weight).reshape(input.shape) if needs_input_grad else None  # (M, in) -> input's shape
     return grad_input, grad_weight, grad_bias
 
 
@@ -91,7 +93,7 @@ def _linear_cuda(input, weight, bias):
     return results_for(back, y.reshape(*_out_shape(x, w)))
 
 
-def _linear_backward_cuda(grad_output, input, weight, bias):
+def _linear_backward_cuda(grad_output, input, weight, bias, needs_input_grad):
     from npstn.kernels.cuda import matmul
 
     (g, x, w, b), back = device_args(grad_output, input, weight, bias)
@@ -101,7 +103,7 @@ def _linear_backward_cuda(grad_output, input, weight, bias):
     g2d, x2d = g.reshape(rows, out_f), x.reshape(rows, in_f)
     grad_weight = matmul.gemm(g2d, x2d, trans_a=True)  # G^T X
     grad_bias = None if b is None else matmul.sum_axis(g2d, 0)  # sum_m G[m, :]
-    grad_input = matmul.gemm(g2d, w).reshape(*x.shape)  # G W
+    grad_input = matmul.gemm(g2d, w).reshape(*x.shape) if needs_input_grad else None  # G W
     return results_for(back, grad_input, grad_weight, grad_bias)
 
 

@@ -71,6 +71,9 @@ class Linear(Module):
     output : (*, out_features)
     weight : (out_features, in_features)
     bias   : (out_features,)
+
+    ``needs_input_grad`` (default True; set it False on a first layer, whose
+    input is data): ``backward`` then skips dL/dX = G W and returns None.
     """
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True,
@@ -111,7 +114,8 @@ class Linear(Module):
         grad_out = layer_grad("Linear", grad_out, is_device_array(self._x), want, self._x.dtype)
         grad_in, grad_w, grad_b = F.linear_backward(grad_out, self._x, self.weight.data,
                                                     _data(self.bias),
-                                                    backend=layer_backend(self.backend, self._x))
+                                                    backend=layer_backend(self.backend, self._x),
+                                                    needs_input_grad=bool(self.needs_input_grad))
         self.weight.accumulate_grad(grad_w)
         if self.bias is not None:
             self.bias.accumulate_grad(grad_b)

@@ -135,6 +135,12 @@ class Module:
     #: where a module without parameters was last moved ("cpu" or "cuda")
     _device = "cpu"
 
+    #: False: the module's input needs no gradient (it is data), so ``backward``
+    #: may skip dL/dinput and return None. Linear, Conv2d, SpatialTransformer,
+    #: Sequential, Parallel and the paper's models do (containers pass it on to
+    #: their first learnable layer); the others compute it anyway.
+    needs_input_grad = True
+
     def __init__(self):
         object.__setattr__(self, "_parameters", OrderedDict())
         object.__setattr__(self, "_modules", OrderedDict())
@@ -382,14 +388,39 @@ class Sequential(Module):
         object.__setattr__(self, "_fused", fused)
         return x
 
+    @property
+    def needs_input_grad(self) -> bool:
+        """False: ``backward`` returns None and stops at the first learnable module, which is told
+        to skip its own input gradient (the modules before it have nothing to learn)."""
+        return self.__dict__.get("_needs_input_grad", True)
+
+    @needs_input_grad.setter
+    def needs_input_grad(self, value: bool) -> None:
+        check_bool("Sequential.needs_input_grad", value)
+        object.__setattr__(self, "_needs_input_grad", bool(value))
+        first = self._first_learnable()
+        if first is not None:
+            self[first].needs_input_grad = bool(value)
+
+    def _first_learnable(self):
+        """The index of the first module with parameters, or None."""
+        for i, m in enumerate(self._modules.values()):
+            if m.parameters():
+                return i
+        return None
+
     def backward(self, grad_out):
         mods = list(self._modules.values())
         fused = set(getattr(self, "_fused", ()))
+        needs = self.needs_input_grad
+        stop = 0 if needs else self._first_learnable()
+        if stop is None:  # nothing to learn and no input gradient wanted
+            return None
         i = len(mods) - 1
-        while i >= 0:
+        while i >= stop:
             grad_out = mods[i].backward(grad_out)  # a fused pool: dL/d(the ReLU's input)
             i -= 2 if i in fused else 1
-        return grad_out
+        return grad_out if needs else None
 
 
 def _fusable(relu, pool) -> bool:
@@ -431,9 +462,22 @@ class Parallel(Module):
         self._sizes = [o.shape[self.dim] for o in outs]
         return np.concatenate(outs, axis=self.dim)
 
+    @property
+    def needs_input_grad(self) -> bool:
+        """False: every branch is told so, and ``backward`` returns None."""
+        return self.__dict__.get("_needs_input_grad", True)
+
+    @needs_input_grad.setter
+    def needs_input_grad(self, value: bool) -> None:
+        check_bool("Parallel.needs_input_grad", value)
+        object.__setattr__(self, "_needs_input_grad", bool(value))
+        for m in self._modules.values():
+            m.needs_input_grad = bool(value)
+
     def backward(self, grad_out):
         if self._sizes is None:
             raise RuntimeError("Parallel.backward called before forward")
+        needs = self.needs_input_grad
         if is_device_array(grad_out):  # split and summed by device kernels
             from npstn.kernels.cuda.concat import split
             from npstn.kernels.cuda.elementwise import add
@@ -441,12 +485,14 @@ class Parallel(Module):
             total = None
             for m, g in zip(self._modules.values(), split(grad_out, self._sizes, self.dim)):
                 gi = m.backward(g)
-                total = gi if total is None else add(total, gi)
+                if needs:
+                    total = gi if total is None else add(total, gi)
             return total
         splits = np.cumsum(self._sizes)[:-1]
         grads = np.split(grad_out, splits, axis=self.dim)
         total = None
         for m, g in zip(self._modules.values(), grads):
             gi = m.backward(np.ascontiguousarray(g))
-            total = gi if total is None else total + gi
+            if needs:
+                total = gi if total is None else total + gi
         return total

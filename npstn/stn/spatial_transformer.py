@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from npstn._checks import check_float_array, check_same_dtype, shape_str
+from npstn._checks import check_bool, check_float_array, check_same_dtype, shape_str
 from npstn._device import is_device_array
 import npstn.functional as F
 from npstn.nn.module import Module
@@ -85,6 +85,11 @@ class SpatialTransformer(Module):
         The parameters predicted by the last forward call.
     grid : np.ndarray (N, H', W', 2), or (N, D', H', W', 3) for volumes
         The sampling grid T_theta(G) of the last forward call.
+    needs_input_grad : bool
+        True (default). False when U is data (the transformer is a network's
+        first layer): ``backward`` then returns None, the sampler skips eq. 6
+        and the localisation network its own input gradient; dL/dtheta and
+        every parameter gradient are unchanged, bit for bit.
     """
 
     def __init__(self, localization: Module, transform="affine", output_size=None, *,
@@ -165,6 +170,16 @@ class SpatialTransformer(Module):
         self._x, self.theta, self.grid = x, theta, grid
         return (out, theta) if self.return_theta else out
 
+    @property
+    def needs_input_grad(self) -> bool:
+        return self.__dict__.get("_needs_input_grad", True)
+
+    @needs_input_grad.setter
+    def needs_input_grad(self, value: bool) -> None:
+        check_bool("SpatialTransformer.needs_input_grad", value)
+        object.__setattr__(self, "_needs_input_grad", bool(value))
+        self.localization.needs_input_grad = bool(value)
+
     def backward(self, grad_output):
         # BEGIN SOLUTION task5
         if self._x is None:
@@ -175,15 +190,16 @@ class SpatialTransformer(Module):
         x, theta, grid = self._x, self.theta, self.grid
         if is_device_array(x):
             return self._backward_cuda(grad_output, grad_theta_extra)
+        needs = self.needs_input_grad  # False: U is data, no dL/dU (eq. 6 skipped)
         grad_x, grad_grid = F.grid_sample_backward(
             grad_output, x, grid, mode=self.mode, padding_mode=self.padding_mode,
-            align_corners=self.align_corners, backend=self.backend)
+            align_corners=self.align_corners, backend=self.backend, needs_input_grad=needs)
         grad_theta = self.transform.grid_backward(
             grad_grid, theta, self._out_size(x), align_corners=self.align_corners, backend=self.backend)
         if grad_theta_extra is not None:
             grad_theta = grad_theta + grad_theta_extra
         grad_x_loc = self.localization.backward(grad_theta)
-        return grad_x + grad_x_loc
+        return grad_x + grad_x_loc if needs else None
         # END SOLUTION
 
     def _backward_cuda(self, grad_output, grad_theta_extra):
@@ -194,15 +210,16 @@ class SpatialTransformer(Module):
 
         x, theta, grid = self._x, self.theta, self.grid
         grad_output = to_device(grad_output)
+        needs = self.needs_input_grad
         grad_x, grad_grid = F.grid_sample_backward(
             grad_output, x, grid, mode=self.mode, padding_mode=self.padding_mode,
-            align_corners=self.align_corners, backend="cuda")
+            align_corners=self.align_corners, backend="cuda", needs_input_grad=needs)
         grad_theta = self.transform.grid_backward(
             grad_grid, theta, self._out_size(x), align_corners=self.align_corners, backend="cuda")
         if grad_theta_extra is not None:
             grad_theta = add(grad_theta, to_device(grad_theta_extra))
         grad_x_loc = self.localization.backward(grad_theta)
-        return add(grad_x, grad_x_loc)
+        return add(grad_x, grad_x_loc) if needs else None
         # END SOLUTION
 
     def extra_repr(self) -> str:

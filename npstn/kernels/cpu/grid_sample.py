@@ -24,7 +24,7 @@ Map of this file (in the order of the source)
 ``_make_*``           the kernels: a ``prange`` (or serial) loop over blocks of
                       tiles or images that calls ``_run_tile``
 ``forward``,          host wrappers: constants, serial/parallel choice, the
-``backward``          backward's strategy (by image or split)
+``backward``          backward's strategy (by image, split, or grid only)
 ====================  ==========================================================
 
 Two phases, tile by tile
@@ -490,15 +490,16 @@ def _make_forward(mode, padding, parallel):
     return kernel
 
 
-def _make_backward_by_image(mode, padding, parallel):
+def _make_backward_by_image(mode, padding, parallel, scatter=True):
     """One-pass backward: prange over ``n_blocks`` blocks of whole images.
 
     Image n belongs to one block, so its thread owns grad_input[n]: it zeroes
     it and scatters into it without races. Per tile: locate, then per
     channel block scatter eq. 6 and gather eq. 7 in one loop, then store the
-    tile's grad_grid.
+    tile's grad_grid. Not ``scatter`` (the backward without grad_input,
+    kind "grid_only"): eq. 7 alone, and ``grad_input`` is not touched.
     """
-    MODE, PADDING, PARALLEL = mode, padding, parallel
+    MODE, PADDING, PARALLEL, SCATTER = mode, padding, parallel, scatter
 
     @njit(parallel=parallel, cache=True)
     def kernel(grad_output, inp, grid, grad_input, grad_grid, geo, align_corners, tile_points, n_blocks):
@@ -521,11 +522,12 @@ def _make_backward_by_image(mode, padding, parallel):
             dxy = np.empty((2, tile), dtype=inp.dtype)
             acc = np.empty((2, tile), dtype=np.float64)
             for n in range(b * per_block, min(n_batch, (b + 1) * per_block)):
-                gin[n * n_chan * plane_in:(n + 1) * n_chan * plane_in] = 0  # grad_input[n]: ours
+                if SCATTER:
+                    gin[n * n_chan * plane_in:(n + 1) * n_chan * plane_in] = 0  # grad_input[n]: ours
                 for item in range(n * tiles, (n + 1) * tiles):
                     _, p0, k = _tile(item, tiles, tile, plane_out)
                     acc[:, :k] = 0.0
-                    _run_tile(_backward_channels, True, n, p0, k, n_chan, h_in, w_in, plane_in, plane_out, grd,
+                    _run_tile(_backward_channels, SCATTER, n, p0, k, n_chan, h_in, w_in, plane_in, plane_out, grd,
                               geo, MODE, PADDING, align_corners, src, gin, gout, off, mask, wts, fxy, dxy, acc, True)
                     t0 = n * plane_out + p0
                     _store_grad_grid(ggrd[2 * t0:2 * (t0 + k)], k, acc, dxy)
@@ -558,11 +560,12 @@ def _make_backward_points(mode, padding, parallel):
             fxy = np.empty((2, tile), dtype=inp.dtype)
             dxy = np.empty((2, tile), dtype=inp.dtype)
             acc = np.empty((2, tile), dtype=np.float64)
+            nowhere = np.empty(0, dtype=inp.dtype)  # no scatter in this pass (the input may be read-only)
             for item in range(b * per_block, min(n_items, (b + 1) * per_block)):
                 n, p0, k = _tile(item, tiles, tile, plane_out)
                 acc[:, :k] = 0.0
                 _run_tile(_backward_channels, False, n, p0, k, n_chan, h_in, w_in, plane_in, plane_out, grd, geo,
-                          MODE, PADDING, align_corners, src, src, gout, off[n, p0:p0 + k], mask[n, p0:p0 + k],
+                          MODE, PADDING, align_corners, src, nowhere, gout, off[n, p0:p0 + k], mask[n, p0:p0 + k],
                           wts[n, :, p0:p0 + k], fxy, dxy, acc, True)
                 t0 = n * plane_out + p0
                 _store_grad_grid(ggrd[2 * t0:2 * (t0 + k)], k, acc, dxy)
@@ -597,7 +600,8 @@ def _make_backward_scatter(mode, parallel):
 # body names PARALLEL, else the serial and the parallel kernel of a
 # (mode, padding) pair would share a cache entry.
 _KERNELS: dict = {}
-_FACTORIES = {"forward": _make_forward, "by_image": _make_backward_by_image, "points": _make_backward_points}
+_FACTORIES = {"forward": _make_forward, "by_image": _make_backward_by_image, "points": _make_backward_points,
+              "grid_only": lambda mode, padding, parallel: _make_backward_by_image(mode, padding, parallel, False)}
 
 
 def _kernel(kind: str, mode: int, padding: int, parallel: bool):
@@ -668,8 +672,12 @@ def forward(input, grid, mode: str, padding_mode: str, align_corners: bool, para
 
 
 def backward(grad_output, input, grid, mode: str, padding_mode: str, align_corners: bool, split=None,
-             parallel=None, tile_points: int = TILE_POINTS):
+             parallel=None, tile_points: int = TILE_POINTS, needs_input_grad: bool = True):
     """(grad_input, grad_grid) for validated NumPy arrays.
+
+    ``needs_input_grad=False``: grad_input is None and eq. 6 is skipped
+    (the one-pass kernel without its scatter, kind "grid_only"; ``split``
+    is then moot).
 
     ``split``: None chooses -- one pass over blocks of whole images when the
     batch divides evenly among the Numba threads or has at least
@@ -686,7 +694,6 @@ def backward(grad_output, input, grid, mode: str, padding_mode: str, align_corne
     grd = np.ascontiguousarray(grid)
     n_batch, n_chan, h_in, w_in = inp.shape
     h_out, w_out = grd.shape[1], grd.shape[2]
-    grad_input = np.empty_like(inp)  # zeroed inside the kernels, by the thread that owns each part
     grad_grid = np.empty_like(grd)
     geo = _geometry(inp.dtype, h_in, w_in, align_corners)
     mode_code = MODE_CODES[mode]
@@ -694,6 +701,12 @@ def backward(grad_output, input, grid, mode: str, padding_mode: str, align_corne
     align = bool(align_corners)
     tile_points = int(tile_points)
     par = _use_parallel(n_batch * max(n_chan, 2) * h_out * w_out, parallel)
+    if not needs_input_grad:  # the kernel touches no grad_input: an empty array stands in
+        with numba.parallel_chunksize(1):
+            _kernel("grid_only", mode_code, pad_code, par)(gout, inp, grd, np.empty((0, 0, 0, 0), inp.dtype),
+                                                           grad_grid, geo, align, tile_points, _n_blocks(n_batch, par))
+        return None, grad_grid
+    grad_input = np.empty_like(inp)  # zeroed inside the kernels, by the thread that owns each part
     if split is None:
         threads = numba.get_num_threads()
         split = par and not (n_batch % threads == 0 or n_batch >= CHUNKS_PER_THREAD * threads)

@@ -302,7 +302,7 @@ def _make_kernels(parallel: bool) -> dict:
 
     @njit(parallel=parallel, cache=True)
     def backward_by_volume(grad_output, inp, grid, grad_input, grad_grid, geo, mode, padding, align_corners,
-                           tile_points, n_blocks):
+                           tile_points, n_blocks, scatter):
         PARALLEL  # noqa: B018 (part of the cache key)
         n_batch, n_chan, d_in, h_in, w_in = inp.shape
         dims = (d_in, h_in, w_in)
@@ -323,7 +323,8 @@ def _make_kernels(parallel: bool) -> dict:
             deriv = np.empty(3 * tile, dtype=inp.dtype)
             acc = np.empty(3 * tile, dtype=np.float64)
             for n in range(b * per_block, min(n_batch, (b + 1) * per_block)):
-                gin[n * n_chan * vol_in:(n + 1) * n_chan * vol_in] = 0  # grad_input[n]: this thread's
+                if scatter:
+                    gin[n * n_chan * vol_in:(n + 1) * n_chan * vol_in] = 0  # grad_input[n]: this thread's
                 for t in range(tiles):
                     p0 = t * tile
                     k = min(tile, vol_out - p0)
@@ -332,7 +333,7 @@ def _make_kernels(parallel: bool) -> dict:
                             True)
                     acc[:3 * k] = 0.0
                     _backward_tile(src, gin, gout, n_chan, vol_in, vol_out, n * n_chan, p0, k, dims, mode, off,
-                                   mask, wts, frac, acc, 0, geo[0], True, mode != NEAREST)
+                                   mask, wts, frac, acc, 0, geo[0], scatter, mode != NEAREST)
                     _store_grad_grid(ggrd, t0, k, acc, deriv)
 
     return {"forward": forward, "by_volume": backward_by_volume}
@@ -385,23 +386,25 @@ def forward(input, grid, mode: str, padding_mode: str, align_corners: bool, para
 
 
 def backward(grad_output, input, grid, mode: str, padding_mode: str, align_corners: bool, parallel=None,
-             tile_points: int = TILE_POINTS):
+             tile_points: int = TILE_POINTS, needs_input_grad: bool = True):
     """(grad_input, grad_grid) for validated NumPy arrays: ``prange`` over blocks of whole volumes.
 
     ``parallel``: None chooses by size; True/False force the parallel or the
     serial kernel (the same bits either way: tests check).
+    ``needs_input_grad=False``: no scatter (eq. 6); grad_input is None.
     """
     gout = np.ascontiguousarray(grad_output)
     inp = np.ascontiguousarray(input)
     grd = np.ascontiguousarray(grid)
     n_batch, n_chan, d_in, h_in, w_in = inp.shape
     points = grd.shape[1] * grd.shape[2] * grd.shape[3]
-    grad_input = np.empty_like(inp)  # zeroed inside the kernel, by the thread that owns each volume
+    # zeroed inside the kernel, by the thread that owns each volume; without it, an empty stand-in
+    grad_input = np.empty_like(inp) if needs_input_grad else np.empty((0,) * 5, inp.dtype)
     grad_grid = np.empty_like(grd)
     par = _use_parallel(n_batch * max(n_chan, 3) * points, parallel)
     with numba.parallel_chunksize(1):
         _kernels(par)["by_volume"](gout, inp, grd, grad_input, grad_grid,
                                    _geometry(inp.dtype, d_in, h_in, w_in, align_corners), MODE_CODES[mode],
                                    PADDING_CODES[padding_mode], bool(align_corners), int(tile_points),
-                                   _n_blocks(n_batch, par))
-    return grad_input, grad_grid
+                                   _n_blocks(n_batch, par), bool(needs_input_grad))
+    return (grad_input if needs_input_grad else None), grad_grid

@@ -92,7 +92,7 @@ def _forward_kernel(inp, grid, out, geo, mode, padding_mode, align_corners):
 
 
 @cuda.jit
-def _backward_kernel(grad_output, inp, grid, grad_input, grad_grid, geo, mode, padding_mode, align_corners):
+def _backward_kernel(grad_output, inp, grid, grad_input, grad_grid, geo, mode, padding_mode, align_corners, scatter):
     # BEGIN SOLUTION task2: the compiled kernel is left out of the student repository; use backend="numpy"
     t = cuda.grid(1)
     n_chan, h_in, w_in = inp.shape[1], inp.shape[2], inp.shape[3]
@@ -108,7 +108,7 @@ def _backward_kernel(grad_output, inp, grid, grad_input, grad_grid, geo, mode, p
     if mode == NEAREST:  # route G to the nearest pixel; no coordinate gradient
         xn = int(fm.round_half_even(ix, one))
         yn = int(fm.round_half_even(iy, one))
-        if xn >= 0 and xn < w_in and yn >= 0 and yn < h_in:
+        if scatter and xn >= 0 and xn < w_in and yn >= 0 and yn < h_in:
             for c in range(n_chan):
                 cuda.atomic.add(grad_input, (n, c, yn, xn), grad_output[n, c, h, w])
         return
@@ -128,18 +128,22 @@ def _backward_kernel(grad_output, inp, grid, grad_input, grad_grid, geo, mode, p
     for c in range(n_chan):
         go = grad_output[n, c, h, w]
         nw = ne = sw = se = zero
-        if y0_in and x0_in:  # eq. 6: scatter G with the forward's weights
+        if y0_in and x0_in:  # eq. 6 (when ``scatter``): scatter G with the forward's weights
             nw = inp[n, c, y0, x0]
-            cuda.atomic.add(grad_input, (n, c, y0, x0), w_nw * go)
+            if scatter:
+                cuda.atomic.add(grad_input, (n, c, y0, x0), w_nw * go)
         if y0_in and x1_in:
             ne = inp[n, c, y0, x0 + 1]
-            cuda.atomic.add(grad_input, (n, c, y0, x0 + 1), w_ne * go)
+            if scatter:
+                cuda.atomic.add(grad_input, (n, c, y0, x0 + 1), w_ne * go)
         if y1_in and x0_in:
             sw = inp[n, c, y0 + 1, x0]
-            cuda.atomic.add(grad_input, (n, c, y0 + 1, x0), w_sw * go)
+            if scatter:
+                cuda.atomic.add(grad_input, (n, c, y0 + 1, x0), w_sw * go)
         if y1_in and x1_in:
             se = inp[n, c, y0 + 1, x0 + 1]
-            cuda.atomic.add(grad_input, (n, c, y0 + 1, x0 + 1), w_se * go)
+            if scatter:
+                cuda.atomic.add(grad_input, (n, c, y0 + 1, x0 + 1), w_se * go)
         dv_dx, dv_dy = fm.bilinear_coordinate_gradient(nw, ne, sw, se, fx, fy, one)
         gix += dv_dx * go
         giy += dv_dy * go
@@ -176,8 +180,10 @@ def forward(input, grid, mode: str, padding_mode: str, align_corners: bool):
     return out.copy_to_host() if (inp_host and grid_host) else out
 
 
-def backward(grad_output, input, grid, mode: str, padding_mode: str, align_corners: bool):
-    """(grad_input, grad_grid); device arrays if an argument was one."""
+def backward(grad_output, input, grid, mode: str, padding_mode: str, align_corners: bool,
+             needs_input_grad: bool = True):
+    """(grad_input, grad_grid); device arrays if an argument was one. ``needs_input_grad=False``: no
+    scatter (eq. 6, the atomics), grad_input None."""
     # BEGIN SOLUTION task2: the compiled kernel is left out of the student repository; use backend="numpy"
     cu = cuda_module()
     d_gout, gout_host = to_device(grad_output)
@@ -185,15 +191,19 @@ def backward(grad_output, input, grid, mode: str, padding_mode: str, align_corne
     d_grid, grid_host = to_device(grid)
     n_batch, n_chan, h_in, w_in = d_inp.shape
     h_out, w_out = d_grid.shape[1], d_grid.shape[2]
-    grad_input = cu.device_array(d_inp.shape, dtype=d_inp.dtype)
     grad_grid = cu.device_array(d_grid.shape, dtype=d_grid.dtype)
-    blocks, threads = launch_config(n_batch * n_chan * h_in * w_in)
-    _zero_kernel[blocks, threads](grad_input)
+    grad_input = d_inp  # stands in, unwritten, when there is no scatter
+    if needs_input_grad:
+        grad_input = cu.device_array(d_inp.shape, dtype=d_inp.dtype)
+        blocks, threads = launch_config(n_batch * n_chan * h_in * w_in)
+        _zero_kernel[blocks, threads](grad_input)
     blocks, threads = launch_config(n_batch * h_out * w_out)
     _backward_kernel[blocks, threads](d_gout, d_inp, d_grid, grad_input, grad_grid,
                                       _geometry(d_inp.dtype, h_in, w_in, align_corners), MODE_CODES[mode],
-                                      PADDING_CODES[padding_mode], bool(align_corners))
+                                      PADDING_CODES[padding_mode], bool(align_corners), bool(needs_input_grad))
+    if not needs_input_grad:
+        grad_input = None
     if gout_host and inp_host and grid_host:
-        return grad_input.copy_to_host(), grad_grid.copy_to_host()
+        return (None if grad_input is None else grad_input.copy_to_host()), grad_grid.copy_to_host()
     return grad_input, grad_grid
     # END SOLUTION

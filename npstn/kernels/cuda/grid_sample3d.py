@@ -101,16 +101,18 @@ def _forward_kernel(inp, grid, out, geo, mode, padding_mode, align_corners):
 
 
 @cuda.jit(device=True)
-def _scatter_read(inp, grad_input, n, c, z, y, x, ok, weight, go, zero):
-    """eq. 6 for one neighbour (atomic add of weight * G if it is inside); returns its value (0 outside)."""
+def _scatter_read(inp, grad_input, n, c, z, y, x, ok, weight, go, zero, scatter):
+    """eq. 6 for one neighbour (atomic add of weight * G if it is inside and ``scatter``); returns its
+    value (0 outside)."""
     if not ok:
         return zero
-    cuda.atomic.add(grad_input, (n, c, z, y, x), weight * go)
+    if scatter:
+        cuda.atomic.add(grad_input, (n, c, z, y, x), weight * go)
     return inp[n, c, z, y, x]
 
 
 @cuda.jit
-def _backward_kernel(grad_output, inp, grid, grad_input, grad_grid, geo, mode, padding_mode, align_corners):
+def _backward_kernel(grad_output, inp, grid, grad_input, grad_grid, geo, mode, padding_mode, align_corners, scatter):
     t = cuda.grid(1)
     n_chan, d_in, h_in, w_in = inp.shape[1], inp.shape[2], inp.shape[3], inp.shape[4]
     if t >= grid.shape[0] * grid.shape[1] * grid.shape[2] * grid.shape[3]:
@@ -127,7 +129,7 @@ def _backward_kernel(grad_output, inp, grid, grad_input, grad_grid, geo, mode, p
         xn = int(fm.round_half_even(ix, one))
         yn = int(fm.round_half_even(iy, one))
         zn = int(fm.round_half_even(iz, one))
-        if 0 <= xn < w_in and 0 <= yn < h_in and 0 <= zn < d_in:
+        if scatter and 0 <= xn < w_in and 0 <= yn < h_in and 0 <= zn < d_in:
             for c in range(n_chan):
                 cuda.atomic.add(grad_input, (n, c, zn, yn, xn), grad_output[n, c, l, i, j])
         return
@@ -152,15 +154,15 @@ def _backward_kernel(grad_output, inp, grid, grad_input, grad_grid, geo, mode, p
     giz = 0.0
     for c in range(n_chan):
         go = grad_output[n, c, l, i, j]
-        v0 = _scatter_read(inp, grad_input, n, c, z0, y0, x0, z0_in and y0_in and x0_in, w0, go, zero)
-        v1 = _scatter_read(inp, grad_input, n, c, z0, y0, x0 + 1, z0_in and y0_in and x1_in, w1, go, zero)
-        v2 = _scatter_read(inp, grad_input, n, c, z0, y0 + 1, x0, z0_in and y1_in and x0_in, w2, go, zero)
-        v3 = _scatter_read(inp, grad_input, n, c, z0, y0 + 1, x0 + 1, z0_in and y1_in and x1_in, w3, go, zero)
-        v4 = _scatter_read(inp, grad_input, n, c, z0 + 1, y0, x0, z1_in and y0_in and x0_in, w4, go, zero)
-        v5 = _scatter_read(inp, grad_input, n, c, z0 + 1, y0, x0 + 1, z1_in and y0_in and x1_in, w5, go, zero)
-        v6 = _scatter_read(inp, grad_input, n, c, z0 + 1, y0 + 1, x0, z1_in and y1_in and x0_in, w6, go, zero)
+        v0 = _scatter_read(inp, grad_input, n, c, z0, y0, x0, z0_in and y0_in and x0_in, w0, go, zero, scatter)
+        v1 = _scatter_read(inp, grad_input, n, c, z0, y0, x0 + 1, z0_in and y0_in and x1_in, w1, go, zero, scatter)
+        v2 = _scatter_read(inp, grad_input, n, c, z0, y0 + 1, x0, z0_in and y1_in and x0_in, w2, go, zero, scatter)
+        v3 = _scatter_read(inp, grad_input, n, c, z0, y0 + 1, x0 + 1, z0_in and y1_in and x1_in, w3, go, zero, scatter)
+        v4 = _scatter_read(inp, grad_input, n, c, z0 + 1, y0, x0, z1_in and y0_in and x0_in, w4, go, zero, scatter)
+        v5 = _scatter_read(inp, grad_input, n, c, z0 + 1, y0, x0 + 1, z1_in and y0_in and x1_in, w5, go, zero, scatter)
+        v6 = _scatter_read(inp, grad_input, n, c, z0 + 1, y0 + 1, x0, z1_in and y1_in and x0_in, w6, go, zero, scatter)
         v7 = _scatter_read(inp, grad_input, n, c, z0 + 1, y0 + 1, x0 + 1, z1_in and y1_in and x1_in, w7, go,
-                           zero)
+                           zero, scatter)
         ddx, ddy, ddz = fm.trilinear_coordinate_gradient(v0, v1, v2, v3, v4, v5, v6, v7, fx, fy, fz, one)
         gix += ddx * go
         giy += ddy * go
@@ -194,21 +196,27 @@ def forward(input, grid, mode: str, padding_mode: str, align_corners: bool):
     return out.copy_to_host() if (inp_host and grid_host) else out
 
 
-def backward(grad_output, input, grid, mode: str, padding_mode: str, align_corners: bool):
-    """(grad_input, grad_grid); device arrays if an argument was one."""
+def backward(grad_output, input, grid, mode: str, padding_mode: str, align_corners: bool,
+             needs_input_grad: bool = True):
+    """(grad_input, grad_grid); device arrays if an argument was one. ``needs_input_grad=False``: no
+    scatter (eq. 6), grad_input None."""
     cu = cuda_module()
     d_gout, gout_host = to_device(grad_output)
     d_inp, inp_host = to_device(input)
     d_grid, grid_host = to_device(grid)
     n_batch, n_chan, d_in, h_in, w_in = d_inp.shape
-    grad_input = cu.device_array(d_inp.shape, dtype=d_inp.dtype)
     grad_grid = cu.device_array(d_grid.shape, dtype=d_grid.dtype)
-    blocks, threads = launch_config(n_batch * n_chan * d_in * h_in * w_in)
-    _zero_kernel[blocks, threads](grad_input)
+    grad_input = d_inp  # stands in, unwritten, when there is no scatter
+    if needs_input_grad:
+        grad_input = cu.device_array(d_inp.shape, dtype=d_inp.dtype)
+        blocks, threads = launch_config(n_batch * n_chan * d_in * h_in * w_in)
+        _zero_kernel[blocks, threads](grad_input)
     blocks, threads = launch_config(d_grid.shape[0] * d_grid.shape[1] * d_grid.shape[2] * d_grid.shape[3])
     _backward_kernel[blocks, threads](d_gout, d_inp, d_grid, grad_input, grad_grid,
                                       _geometry(d_inp.dtype, d_in, h_in, w_in, align_corners), MODE_CODES[mode],
-                                      PADDING_CODES[padding_mode], bool(align_corners))
+                                      PADDING_CODES[padding_mode], bool(align_corners), bool(needs_input_grad))
+    if not needs_input_grad:
+        grad_input = None
     if gout_host and inp_host and grid_host:
-        return grad_input.copy_to_host(), grad_grid.copy_to_host()
+        return (None if grad_input is None else grad_input.copy_to_host()), grad_grid.copy_to_host()
     return grad_input, grad_grid
