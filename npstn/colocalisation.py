@@ -349,6 +349,17 @@ class Encoder(Module):
             return self
         return Encoder(self.net, self.taps, self.scales, probabilities=w)
 
+    def with_layer_weights(self, weights) -> "Encoder":
+        """A new Encoder on the same network whose layers' parts are weighed by ``weights`` (one
+        factor per tap, on top of the calibrated ``scales``; the probabilities keep their weight):
+        0 drops a layer from the descriptor. This one stays as it is."""
+        weights = tuple(float(w) for w in weights)
+        if len(weights) != len(self.taps) or not all(math.isfinite(w) and w >= 0 for w in weights):
+            raise ValueError(f"layer weights must be {len(self.taps)} finite numbers >= 0 (one per layer), "
+                             f"got {weights!r}")
+        return Encoder(self.net, self.taps, tuple(c * w for c, w in zip(self.scales, weights)),
+                       probabilities=self.probabilities)
+
     def calibrate(self, x) -> tuple:
         """Set ``scales`` so each tap's part has mean squared norm 1 on the images ``x`` (N, C, H, W):
         c_t = 1 / sqrt(mean_n ||a_t(x_n)||^2). The three layers then weigh alike in distances,

@@ -254,6 +254,24 @@ def test_encoder_probabilities_append_the_weighted_softmax_of_the_logits():
         C.Encoder(enc.net, taps=(2, 5), probabilities=-1)
 
 
+def test_encoder_with_layer_weights_reweighs_a_copy():
+    enc = C.cnn_encoder(width=2, seed=0)
+    enc.scales, enc.probabilities = (0.5, 2.0, 1.5), 1.0
+    x = np.random.default_rng(2).random((3, 1, 28, 28)).astype(np.float32)
+    d = enc(x)
+    w = enc.with_layer_weights((2.0, 0.0, 1.0))
+    assert enc.scales == (0.5, 2.0, 1.5) and w.scales == (1.0, 0.0, 1.5) and w.probabilities == 1.0
+    dw = w(x)
+    sizes = [int(np.prod(s[1:])) for s in enc._shapes]
+    a, b = sizes[0], sizes[0] + sizes[1]
+    np.testing.assert_allclose(dw[:, :a], 2.0 * d[:, :a], rtol=1e-6)  # layer 1 doubled
+    assert not dw[:, a:b].any()  # layer 2 dropped
+    np.testing.assert_allclose(dw[:, b:], d[:, b:], rtol=1e-6)  # logits and probabilities as they were
+    for bad in ((1.0, 1.0), (1.0, -1.0, 1.0), (1.0, float("nan"), 1.0)):
+        with pytest.raises(ValueError, match="layer weights must be 3 finite numbers"):
+            enc.with_layer_weights(bad)
+
+
 def test_colocalise_with_probabilities_leaves_the_callers_encoder_alone():
     x, b = C.colocalisation_set(2, images=12, digits=DIGITS, labels=LABELS, seed=3)
     enc = tiny_encoder()

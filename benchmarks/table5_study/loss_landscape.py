@@ -41,8 +41,7 @@ def landscape(digit: int, clutter: bool, shifts, batches: int, batch_size: int, 
     encoder for (digit, clutter). Returns the loss at the truth, the lowest one and its shift,
     and per shift the loss and the mean squared distances within pairs and to the random crops.
     """
-    import copy
-
+    
     from npstn import colocalisation as C
     from npstn import functional as F
     from npstn.colocalisation import DIGIT_SIZE, ColocaliseConfig, box_to_theta, colocalisation_set, encoder_for
@@ -54,9 +53,8 @@ def landscape(digit: int, clutter: bool, shifts, batches: int, batch_size: int, 
     enc, info = encoder_for(cfg, progress=False) if encoder is None else encoder
     enc = enc.with_probabilities(probabilities)  # the class probabilities beside the layers
     enc.eval()
-    if layer_weights is not None:  # weigh the descriptor's parts (each calibrated to mean squared norm 1), on a copy
-        enc = copy.copy(enc)
-        enc.scales = tuple(c * w for c, w in zip(enc.scales, layer_weights))
+    if layer_weights is not None:  # weigh the descriptor's parts (each calibrated to mean squared norm 1)
+        enc = enc.with_layer_weights(layer_weights)
     n, canvas = len(x), x.shape[-1]
     rng = np.random.default_rng(seed)
     # the batches and each batch's random crops, shared by every shift

@@ -93,9 +93,10 @@ def main(argv=None) -> int:
         from npstn.colocalisation import encoder_for
 
         enc, info = encoder_for(cfg, progress=False)
-        if len(args.layer_weights) != len(enc.scales):
-            p.error(f"--layer-weights needs {len(enc.scales)} values")
-        enc.scales = tuple(c * w for c, w in zip(enc.scales, args.layer_weights))
+        try:
+            enc = enc.with_layer_weights(args.layer_weights)
+        except ValueError as e:
+            p.error(f"--layer-weights: {e}")
         encoder = (enc, {**info, "layer_weights": list(args.layer_weights)})
     m = colocalise(cfg, progress=False, encoder=encoder)
     m["study"] = {"backward": "the paper's full gradient" if args.full_gradient else
