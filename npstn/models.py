@@ -74,9 +74,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from npstn._checks import check_bool
 from npstn import nn
-from npstn.nn.module import Module, Sequential
+from npstn.nn.module import Module, Sequential, passes_on_input_grad
 from npstn.stn.spatial_transformer import SpatialTransformer
 from npstn.stn.transforms import get_transform
 
@@ -365,8 +364,8 @@ class PaperModel(Module):
     def _stages(self) -> list[Module]:
         return [m for m in (self.transformer, self.downsample, self.classifier) if m is not None]
 
-    @property
-    def needs_input_grad(self) -> bool:
+    needs_input_grad = passes_on_input_grad(
+        lambda self: self._stages()[:1],
         """Whether ``backward`` must return dL/dinput (default True).
 
         Set it False when the input is data that needs no gradient (training
@@ -376,13 +375,7 @@ class PaperModel(Module):
         backward), the FCN's first Linear its dL/dX, a transformer the
         sampler's scatter (eq. 6) and its localisation network's input
         gradient. Parameter gradients are unchanged, bit for bit.
-        """
-        return self._stages()[0].needs_input_grad
-
-    @needs_input_grad.setter
-    def needs_input_grad(self, value: bool) -> None:
-        check_bool("needs_input_grad", value)
-        self._stages()[0].needs_input_grad = bool(value)
+        """)
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         for m in self._stages():

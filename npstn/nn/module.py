@@ -46,6 +46,22 @@ def layer_grad(name: str, grad_out, on_device: bool, shape, dtype):
     return grad_out
 
 
+def passes_on_input_grad(told, doc: str) -> property:
+    """A ``needs_input_grad`` property for a module that tells others: setting it (a bool) also
+    sets it on each module of ``told(self)`` (a container's first learnable layer or its branches,
+    a transformer's localisation network). Reads the value last set (default True)."""
+    def get(self) -> bool:
+        return self.__dict__.get("_needs_input_grad", True)
+
+    def set_(self, value) -> None:
+        check_bool(f"{type(self).__name__}.needs_input_grad", value)
+        object.__setattr__(self, "_needs_input_grad", bool(value))
+        for m in told(self):
+            m.needs_input_grad = bool(value)
+
+    return property(get, set_, doc=doc)
+
+
 class Parameter:
     """A trainable array with its gradient.
 
@@ -388,19 +404,10 @@ class Sequential(Module):
         object.__setattr__(self, "_fused", fused)
         return x
 
-    @property
-    def needs_input_grad(self) -> bool:
-        """False: ``backward`` returns None and stops at the first learnable module, which is told
-        to skip its own input gradient (the modules before it have nothing to learn)."""
-        return self.__dict__.get("_needs_input_grad", True)
-
-    @needs_input_grad.setter
-    def needs_input_grad(self, value: bool) -> None:
-        check_bool("Sequential.needs_input_grad", value)
-        object.__setattr__(self, "_needs_input_grad", bool(value))
-        first = self._first_learnable()
-        if first is not None:
-            self[first].needs_input_grad = bool(value)
+    needs_input_grad = passes_on_input_grad(
+        lambda self: [] if self._first_learnable() is None else [self[self._first_learnable()]],
+        "False: ``backward`` returns None and stops at the first learnable module, which is told to "
+        "skip its own input gradient (the modules before it have nothing to learn).")
 
     def _first_learnable(self):
         """The index of the first module with parameters, or None."""
@@ -462,17 +469,8 @@ class Parallel(Module):
         self._sizes = [o.shape[self.dim] for o in outs]
         return np.concatenate(outs, axis=self.dim)
 
-    @property
-    def needs_input_grad(self) -> bool:
-        """False: every branch is told so, and ``backward`` returns None."""
-        return self.__dict__.get("_needs_input_grad", True)
-
-    @needs_input_grad.setter
-    def needs_input_grad(self, value: bool) -> None:
-        check_bool("Parallel.needs_input_grad", value)
-        object.__setattr__(self, "_needs_input_grad", bool(value))
-        for m in self._modules.values():
-            m.needs_input_grad = bool(value)
+    needs_input_grad = passes_on_input_grad(lambda self: self._modules.values(),
+                                            "False: every branch is told so, and ``backward`` returns None.")
 
     def backward(self, grad_out):
         if self._sizes is None:

@@ -31,10 +31,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from npstn._checks import check_bool, check_float_array, check_same_dtype, shape_str
+from npstn._checks import check_float_array, check_same_dtype, shape_str
 from npstn._device import is_device_array
 import npstn.functional as F
-from npstn.nn.module import Module
+from npstn.nn.module import Module, passes_on_input_grad
 from npstn.stn.transforms import Transform, get_transform
 
 __all__ = ["SpatialTransformer"]
@@ -170,15 +170,8 @@ class SpatialTransformer(Module):
         self._x, self.theta, self.grid = x, theta, grid
         return (out, theta) if self.return_theta else out
 
-    @property
-    def needs_input_grad(self) -> bool:
-        return self.__dict__.get("_needs_input_grad", True)
-
-    @needs_input_grad.setter
-    def needs_input_grad(self, value: bool) -> None:
-        check_bool("SpatialTransformer.needs_input_grad", value)
-        object.__setattr__(self, "_needs_input_grad", bool(value))
-        self.localization.needs_input_grad = bool(value)
+    needs_input_grad = passes_on_input_grad(lambda self: [self.localization],
+                                            "See the class docstring; the localisation network is told too.")
 
     def backward(self, grad_output):
         # BEGIN SOLUTION task5
