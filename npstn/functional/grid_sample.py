@@ -174,7 +174,7 @@ def grid_sample_backward(grad_output, input, grid, mode="bilinear", padding_mode
     input, grid, mode, padding_mode, align_corners, backend
         As in :func:`grid_sample`.
     needs_input_grad : bool
-        False skips eq. 6 (the scatter into ``grad_input``, about half the
+        False skips eq. 6 (the scatter into ``grad_input``, about a third of the
         work) and returns None for it: for a sampler that reads data, such
         as a spatial transformer on a network's input (torch's
         ``output_mask``). ``grad_grid`` is the same, bit for bit.
