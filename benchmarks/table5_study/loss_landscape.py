@@ -41,10 +41,9 @@ def landscape(digit: int, clutter: bool, shifts, batches: int, batch_size: int, 
     encoder for (digit, clutter). Returns the loss at the truth, the lowest one and its shift,
     and per shift the loss and the mean squared distances within pairs and to the random crops.
     """
-    
-    from npstn import colocalisation as C
     from npstn import functional as F
-    from npstn.colocalisation import DIGIT_SIZE, ColocaliseConfig, box_to_theta, colocalisation_set, encoder_for
+    from npstn.colocalisation import (DIGIT_SIZE, ColocaliseConfig, _random_crops, box_to_theta, colocalisation_set,
+                                      encoder_for)
 
     cfg = ColocaliseConfig(digit=digit, clutter=clutter, data_dir=data_dir)
     if data is None:
@@ -59,7 +58,7 @@ def landscape(digit: int, clutter: bool, shifts, batches: int, batch_size: int, 
     rng = np.random.default_rng(seed)
     # the batches and each batch's random crops, shared by every shift
     idx = np.stack([rng.choice(n, size=batch_size, replace=False) for _ in range(batches)])
-    rand_theta = [C._random_crops(batch_size, rng, canvas, np.float32) for _ in range(batches)]  # as training draws
+    rand_theta = [_random_crops(batch_size, rng, canvas, np.float32) for _ in range(batches)]  # as training draws
 
     def describe(crops):
         d = enc(crops).astype(np.float64)

@@ -405,7 +405,7 @@ class Sequential(Module):
         return x
 
     needs_input_grad = passes_on_input_grad(
-        lambda self: [] if self._first_learnable() is None else [self[self._first_learnable()]],
+        lambda self: [m for m in self if m.parameters()][:1],
         "False: ``backward`` returns None and stops at the first learnable module, which is told to "
         "skip its own input gradient (the modules before it have nothing to learn).")
 
