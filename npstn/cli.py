@@ -295,7 +295,7 @@ def _colocalise_settings(args) -> dict:
     npstn.colocalisation.AS_STATED, under the flags given)."""
     from npstn.colocalisation import AS_STATED
 
-    names = {"steps": "steps", "batch_size": "batch_size", "lr": "lr", "images": "images",
+    names = {"steps": "steps", "batch_size": "batch_size", "lr": "lr", "optimizer": "optimizer", "images": "images",
              "encoder_steps": "encoder_steps", "data_dir": "data_dir"}
     given = {field: getattr(args, dest) for dest, field in names.items() if getattr(args, dest, None) is not None}
     return {**AS_STATED, **given} if getattr(args, "as_stated", False) else given
@@ -537,6 +537,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_sweep_options(s)
     s.set_defaults(func=_cmd_sweep)
 
+    from npstn.colocalisation import OPTIMIZERS, ColocaliseConfig
+
     r = sub.add_parser("reproduce", help="reproduce a table of the paper (table1, table4, table5)",
                        description="table1: FCN, CNN, ST-FCN and ST-CNN (each transform) on each "
                        "distortion; table4: MNIST addition, FCN, CNN, ST-FCN and 2xST-FCN (each transform). "
@@ -551,6 +553,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="table5: images per set (default 100)")
     r.add_argument("--encoder-steps", type=A.positive_int(MAX_STEPS), default=None,
                    help="table5: training steps of the MNIST encoder (default 1500)")
+    r.add_argument("--optimizer", choices=OPTIMIZERS, default=None,
+                   help="table5: the localisation network's optimiser (default: npstn's recipe's)")
     r.add_argument("--quiet", action="store_true", help="table5: no progress bars")
     r.add_argument("--as-stated", action="store_true",
                    help="table5: the paper's setup as stated (full gradient, s learnt from a 28x28 window, lr "
@@ -570,8 +574,6 @@ def build_parser() -> argparse.ArgumentParser:
     _add_sweep_options(r, seeds=3)  # the paper reports means of 3 runs
     r.set_defaults(func=_cmd_reproduce)
 
-    from npstn.colocalisation import ColocaliseConfig
-
     cc = ColocaliseConfig()  # its defaults, for the help
     c = sub.add_parser("colocalise", help="co-localise one digit class in 84x84 canvases with an attention "
                        "ST (the paper's Table 5)",
@@ -585,7 +587,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--steps", type=A.positive_int(MAX_STEPS), default=None, help=f"SGD steps (default {cc.steps})")
     c.add_argument("--batch-size", type=A.int_range(2, MAX_BATCH, "an integer from 2 to 16384"), default=None,
                    help=f"images per step, all their pairs in the loss (default {cc.batch_size})")
-    c.add_argument("--lr", type=A.nonnegative_float, default=None, help=f"learning rate (default {cc.lr:g}, momentum {cc.momentum:g})")
+    c.add_argument("--lr", type=A.nonnegative_float, default=None, help=f"learning rate (default {cc.lr:g})")
+    c.add_argument("--optimizer", choices=OPTIMIZERS, default=None,
+                   help=f"sgd (momentum {cc.momentum:g}) or adam (default {cc.optimizer})")
     c.add_argument("--images", type=A.int_range(2, 10_000, "an integer from 2 to 10000"), default=None,
                    help=f"images in the set (default {cc.images})")
     c.add_argument("--encoder-steps", type=A.positive_int(MAX_STEPS), default=None,

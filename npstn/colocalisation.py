@@ -64,10 +64,10 @@ from npstn.utils.io import atomic_write_bytes, atomic_write_json, atomic_write_t
 
 __all__ = [
     "CANVAS", "DIGIT_SIZE", "NUM_IMAGES", "CLUTTER_PATCHES", "CLUTTER_SIZE", "IOU_THRESHOLD", "DATA_SEED",
-    "AS_STATED", "ENCODER_VERSION", "PAPER_TABLE5", "RUN_FILES", "ColocaliseConfig", "Encoder", "BoundedAttention",
-    "box_iou", "theta_to_box", "box_to_theta", "colocalisation_set", "localisation_net", "build_transformer",
-    "cnn_encoder", "mnist_encoder", "encoder_for", "encoder_cache_dir", "colocalise", "reproduce_table5",
-    "table5_markdown", "plot_boxes",
+    "AS_STATED", "ENCODER_VERSION", "OPTIMIZERS", "PAPER_TABLE5", "RUN_FILES", "ColocaliseConfig", "Encoder",
+    "BoundedAttention", "box_iou", "theta_to_box", "box_to_theta", "tracking_correlation", "colocalisation_set",
+    "localisation_net", "build_transformer", "cnn_encoder", "mnist_encoder", "encoder_for", "encoder_cache_dir",
+    "colocalise", "reproduce_table5", "table5_markdown", "plot_boxes",
 ]
 
 #: Canvas side (the paper: 84), the digit's frame side, images per set (the paper: about 100).
@@ -548,8 +548,15 @@ class ColocaliseConfig:
     lr_drops=()``: :data:`AS_STATED` (with npstn's earlier lr 0.001 and 500 steps).
 
     digit, clutter : the set (class 0..9; T or TC)
-    steps, batch_size, lr, momentum : SGD on random batches of ``batch_size``
-        images, all their ordered pairs in each step's loss (reduction "mean")
+    steps, batch_size, lr : steps on random batches of ``batch_size`` images, all their
+        ordered pairs in each step's loss (reduction "mean")
+    optimizer : "sgd" (SGD with ``momentum``) or "adam" (Adam, betas (0.9, 0.999); ``momentum``
+        unused). Adam's step is the gradient divided by its running RMS, parameter by parameter,
+        so the localisation network's hidden layers, whose gradients start near 0 behind a
+        zero-initialised regression layer, learn as fast as the regression layer; with SGD they
+        often do not, and the crops then sit at nearly the same place in every image
+        (docs/colocalisation.md, point 5)
+    momentum : SGD's momentum
     lr_drops : fractions of ``steps`` after which the rate drops 10x (() for a constant rate)
     margin : alpha of the hinge (the paper: 1)
     stop_partner : hold the other image of each pair fixed in the backward (a stop-gradient:
@@ -583,6 +590,7 @@ class ColocaliseConfig:
     batch_size: int = 16
     lr: float = 0.003
     lr_drops: tuple = (0.667, 0.833)
+    optimizer: str = "sgd"
     momentum: float = 0.9
     margin: float = 1.0
     stop_partner: bool = True
@@ -618,6 +626,8 @@ class ColocaliseConfig:
                 raise ValueError(f"bounded must be None or (s_min, s_max), got {self.bounded!r}")
             self.bounded = (float(self.bounded[0]), float(self.bounded[1]))
         self.lr_drops = nn.drop_fractions(self.lr_drops)
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
         if self.scale_anneal is not None:
             a = tuple(self.scale_anneal)
             if (len(a) != 2 or not all(isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
@@ -630,6 +640,9 @@ class ColocaliseConfig:
             self.scale_anneal = (float(a[0]), float(a[1]))
         if self.lr_scale_power and self.scale_anneal is None:
             raise ValueError("lr_scale_power makes the rate follow the scale schedule: it needs scale_anneal")
+        if self.lr_scale_power and self.optimizer == "adam":
+            raise ValueError("lr_scale_power scales the gradient, which Adam divides by its own RMS (no effect): "
+                             "it needs optimizer='sgd'")
         if self.eval_every is not None and (not isinstance(self.eval_every, (int, np.integer)) or self.eval_every < 1):
             raise ValueError(f"eval_every must be None or a positive int, got {self.eval_every!r}")
         for k in ("lr", "momentum", "margin", "encoder_lr", "lr_scale_power", "probabilities"):
@@ -675,11 +688,14 @@ def encoder_for(config: "ColocaliseConfig", *, progress: bool = True) -> tuple:
                          lr=config.encoder_lr, data_dir=config.data_dir, progress=progress)
 
 
+#: ColocaliseConfig.optimizer's choices
+OPTIMIZERS = ("sgd", "adam")
+
 #: The paper's setup as stated (the full gradient, s learnt from a centred 28x28 window, a constant
 #: rate), with npstn's defaults of before the recipe for the rate and the length:
 #: ``ColocaliseConfig(**AS_STATED)`` (``npstn colocalise --as-stated``).
 AS_STATED = {"stop_partner": False, "init_scale": None, "learn_scale": True, "scale_anneal": None,
-             "lr_drops": (), "lr": 0.001, "steps": 500}
+             "lr_drops": (), "lr": 0.001, "steps": 500, "optimizer": "sgd", "probabilities": 0.0}
 
 
 def _random_crops(n, rng, canvas, dtype):
@@ -709,6 +725,22 @@ def crop_loss(encoder, x, crops, random_theta, margin: float = 1.0, stop_partner
     g_in = encoder.backward(np.concatenate([ge, np.zeros_like(ge)]))
     encoder.zero_grad()  # the encoder is fixed
     return loss, g_in[:b]
+
+
+def tracking_correlation(theta, boxes, canvas: int = CANVAS) -> list:
+    """How far the crops follow their digits: the correlation over the set between the crops' centres
+    (t_x, t_y of theta (N, 3)) and the true boxes' centres, [r_x, r_y] (None where either does not vary).
+
+    Near 1 when the localisation network tracks each digit (even at a constant offset, which IoU
+    punishes and this does not); near 0 when it puts every crop at about the same place."""
+    t = np.asarray(theta, dtype=np.float64)[:, 1:]
+    c = box_to_theta(boxes, canvas)[:, 1:]
+    out = []
+    for i in range(2):
+        a, b = t[:, i] - t[:, i].mean(), c[:, i] - c[:, i].mean()
+        den = float(np.sqrt((a * a).sum() * (b * b).sum()))
+        out.append(round(float((a * b).sum()) / den, 4) if den > 1e-12 else None)
+    return out
 
 
 def _localised(st, x, boxes, canvas):
@@ -802,7 +834,8 @@ def _colocalise(config, progress, data, encoder, run):
     enc = enc.with_probabilities(config.probabilities)  # a copy if it differs: the caller's stays as it is
     enc.eval()
     st = build_transformer(canvas, config.init_scale, config.seed, config.bounded)
-    opt = nn.SGD(st.parameters(), lr=config.lr, momentum=config.momentum)
+    opt = (nn.Adam(st.parameters(), lr=config.lr) if config.optimizer == "adam" else
+           nn.SGD(st.parameters(), lr=config.lr, momentum=config.momentum))
     scheduler = nn.MultiStepLR(opt, nn.drop_milestones(config.lr_drops, config.steps), 0.1)
     rng = np.random.default_rng(np.random.SeedSequence(config.seed, spawn_key=(1,)))
     n, b = len(x), min(config.batch_size, len(x))
@@ -871,6 +904,8 @@ def _colocalise(config, progress, data, encoder, run):
         "history": history,
         "per_image_iou": [round(float(v), 4) for v in iou],
         "final_theta_mean": [float(v) for v in theta.mean(axis=0)],
+        "final_theta_std": [float(v) for v in theta.std(axis=0)],
+        "tracking_correlation": tracking_correlation(theta, boxes, canvas),
         "encoder": {k: v for k, v in enc_info.items()},
         "config": config.to_dict(),
         "npstn_version": npstn.__version__,
@@ -908,7 +943,7 @@ def table5_markdown(results: list[dict]) -> str:
 
 
 #: ColocaliseConfig fields added after runs were made, with the value a run that lacks one ran with
-_ADDED_FIELDS = {"lr_scale_power": 0.0, "probabilities": 0.0}
+_ADDED_FIELDS = {"lr_scale_power": 0.0, "probabilities": 0.0, "optimizer": "sgd"}
 
 
 def _finished(folder: Path, config: ColocaliseConfig):

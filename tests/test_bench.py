@@ -366,6 +366,8 @@ def test_table5_study_free_crops_start_positions():
     ("stop_gradient", ["--anneal", "0,0.5"], "--anneal"),  # needs --init-scale
     ("stop_gradient", ["--init-scale", "1", "--anneal", "0,0.5", "--fixed-scale"], "--anneal"),  # sets s itself
     ("stop_gradient", ["--init-scale", "1", "--anneal", "0.9,0.1"], "scale_anneal"),  # runs forward in time
+    ("stop_gradient", ["--init-scale", "1", "--anneal", "0,0.5", "--lr-scale-power", "1", "--optimizer", "adam"],
+     "optimizer='sgd'"),  # Adam divides the gradient's factor out
 ])
 def test_table5_study_scripts_refuse_contradictory_schedules(script, argv, named, capsys):
     """free_crops.py and stop_gradient.py: a schedule that cannot run exits 2 with one line naming the option."""

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 import npstn.functional as F
 from npstn import colocalisation as C
+from npstn import nn
 from npstn.cli import main
 from npstn.testing import gradcheck
 
@@ -399,7 +400,39 @@ def test_lr_scale_power_scales_each_step_by_the_window():
     np.testing.assert_array_equal(final_t(**held, lr_scale_power=1.0), final_t(**held))
 
 
+def test_tracking_correlation_tells_a_tracking_network_from_a_fixed_one():
+    boxes = np.array([[0, 10, 28, 38], [40, 2, 68, 30], [20, 50, 48, 78], [56, 30, 84, 58]], dtype=float)
+    truth = C.box_to_theta(boxes)
+    np.testing.assert_allclose(C.tracking_correlation(truth, boxes), [1.0, 1.0])
+    shifted = truth + np.array([0.0, 0.1, -0.2])  # a constant offset still tracks
+    np.testing.assert_allclose(C.tracking_correlation(shifted, boxes), [1.0, 1.0])
+    mirrored = truth * np.array([1.0, -1.0, 1.0])
+    np.testing.assert_allclose(C.tracking_correlation(mirrored, boxes), [-1.0, 1.0])
+    fixed = np.tile([28 / 84, 0.1, 0.0], (4, 1))  # every crop at the same place
+    assert C.tracking_correlation(fixed, boxes) == [None, None]
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_optimizer_is_the_one_asked_for(tmp_path, optimizer):
+    """optimizer="adam": the first step moves each parameter by lr times the sign of its gradient (Adam's
+    first step, m / sqrt(v) = g / |g|), so t's regression bias ends at exactly +-lr; SGD's first step
+    (momentum 0) is lr * g, which is not."""
+    x, b = C.colocalisation_set(2, images=12, digits=DIGITS, labels=LABELS, seed=3)
+    lr = 0.01
+    config = C.ColocaliseConfig(digit=2, steps=1, batch_size=8, lr=lr, momentum=0.0, lr_drops=(), images=12,
+                                optimizer=optimizer, out=str(tmp_path / "run"))
+    C.colocalise(config, progress=False, data=(x, b), encoder=tiny_encoder())
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["optimizer"] == optimizer
+    state = nn.load(tmp_path / "run" / "model.npz")
+    bias_t = [v for k, v in state.items() if k.endswith("bias") and v.shape == (3,)][-1][1:]  # (t_x, t_y)
+    moved_by_lr = np.allclose(np.abs(bias_t), lr, rtol=1e-4)
+    assert moved_by_lr == (optimizer == "adam")
+    assert np.abs(bias_t).min() > 0
+
+
 @pytest.mark.parametrize("kw, match", [
+    (dict(optimizer="rmsprop"), "optimizer must be one of sgd, adam"),
+    (dict(optimizer="adam", lr_scale_power=1.0), "needs optimizer='sgd'"),
     (dict(init_scale=1.0, learn_scale=False, scale_anneal=(0.5, 0.2)), "0 <= a <= b <= 1"),
     (dict(init_scale=1.0, learn_scale=False, scale_anneal=(0, 2)), "0 <= a <= b <= 1"),
     (dict(init_scale=1.0, learn_scale=False, scale_anneal=(0.5,)), "0 <= a <= b <= 1"),
@@ -451,6 +484,9 @@ def test_colocalise_command_as_stated_runs_the_papers_setup_and_defaults_to_the_
     cfg = json.loads((tmp_path / "a" / "config.json").read_text())
     assert cfg["stop_partner"] is False and cfg["learn_scale"] is True and cfg["init_scale"] is None
     assert cfg["scale_anneal"] is None and cfg["lr_drops"] == [] and cfg["lr"] == 0.001 and cfg["steps"] == 4
+    assert cfg["optimizer"] == "sgd" and cfg["probabilities"] == 0.0
+    assert main(base + ["--as-stated", "--optimizer", "adam", "--out", str(tmp_path / "c")]) == 0
+    assert json.loads((tmp_path / "c" / "config.json").read_text())["optimizer"] == "adam"
     assert main(base + ["--out", str(tmp_path / "b")]) == 0
     cfg = json.loads((tmp_path / "b" / "config.json").read_text())
     recipe = C.ColocaliseConfig().to_dict()

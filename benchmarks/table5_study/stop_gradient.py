@@ -21,7 +21,7 @@ stop_partner=True)``, ``ColocaliseConfig.stop_partner``).
     python benchmarks/table5_study/stop_gradient.py --digit 3 [--clutter] [--lr 0.001] \
         [--steps 500] [--fixed-scale | --init-scale S --anneal FA,FB] [--lr-drops F1,F2] \
         [--lr-scale-power P] [--probabilities W] [--margin A] [--layer-weights W1,W2,W3] [--seed S] \
-        [--json OUT.json]
+        [--optimizer sgd|adam] [--json OUT.json]
 
 ``--init-scale S --anneal FA,FB``: s is not learnt but set by a schedule (S until
 the fraction FA of the run, then linearly to 28/84 at FB:
@@ -45,6 +45,8 @@ def main(argv=None) -> int:
     p.add_argument("--digit", type=int, default=3)
     p.add_argument("--clutter", action="store_true", help="TC instead of T")
     p.add_argument("--lr", type=float, default=0.001)
+    p.add_argument("--optimizer", choices=("sgd", "adam"), default="sgd",
+                   help="SGD with momentum 0.9, or Adam (ColocaliseConfig.optimizer)")
     p.add_argument("--steps", type=int, default=500)
     p.add_argument("--fixed-scale", action="store_true", help="s stays at 28/84 (learn t_x, t_y only)")
     p.add_argument("--init-scale", type=float, default=None, help="s at the start (default 28/84)")
@@ -84,7 +86,7 @@ def main(argv=None) -> int:
                                learn_scale=not (args.fixed_scale or args.anneal is not None),
                                scale_anneal=args.anneal, stop_partner=not args.full_gradient, margin=args.margin,
                                lr_scale_power=args.lr_scale_power, seed=args.seed,
-                               probabilities=args.probabilities,
+                               probabilities=args.probabilities, optimizer=args.optimizer,
                                data_dir=args.data_dir)
     except ValueError as e:
         p.error(str(e))
@@ -108,7 +110,8 @@ def main(argv=None) -> int:
     print(f"digit {args.digit} on {cfg.variant}, lr {args.lr:g}, margin {args.margin:g}, s {how_s}: "
           f"{m['localised_percent']:.0f}% localised (start {m['initial_localised_percent']:.0f}%), "
           f"mean IoU {m['initial_mean_iou']:.3f} -> {m['mean_iou']:.3f}, "
-          f"final mean theta {[round(v, 3) for v in m['final_theta_mean']]}\n  history: {hist}")
+          f"final mean theta {[round(v, 3) for v in m['final_theta_mean']]}, crops' centres against the digits' "
+          f"(correlation x, y) {m['tracking_correlation']}\n  history: {hist}")
     if args.json is not None:
         atomic_write_json(args.json, m)
     return 0
