@@ -541,11 +541,13 @@ class ColocaliseConfig:
     "npstn's recipe"): the paper's loss and networks, with the gradient stopped at
     the other image of each pair (``stop_partner``), s set by a schedule from the
     whole canvas (``init_scale=1``) down to a 28x28 window over the first two
-    thirds of the run (``scale_anneal``) instead of learnt, and lr 0.003 dropped
-    10x after 2/3 and 5/6 of 3000 steps. The paper's setup as stated (full
-    gradient, s learnt from a 28x28 window, constant rate) is
-    ``stop_partner=False, init_scale=None, learn_scale=True, scale_anneal=None,
-    lr_drops=()``: :data:`AS_STATED` (with npstn's earlier lr 0.001 and 500 steps).
+    thirds of the run (``scale_anneal``) instead of learnt, the encoder's class
+    probabilities in the descriptor (``probabilities=1``), and Adam at lr 3e-4
+    dropped 10x after 2/3 and 5/6 of 3000 steps (``optimizer``). The paper's
+    setup as stated (full gradient, s learnt from a 28x28 window, constant rate)
+    is ``stop_partner=False, init_scale=None, learn_scale=True, scale_anneal=None,
+    lr_drops=(), optimizer="sgd", probabilities=0``: :data:`AS_STATED` (with
+    npstn's earlier lr 0.001 and 500 steps).
 
     digit, clutter : the set (class 0..9; T or TC)
     steps, batch_size, lr : steps on random batches of ``batch_size`` images, all their
@@ -578,8 +580,8 @@ class ColocaliseConfig:
         probabilities, w softmax(logits) (:class:`Encoder`), beside its three layers. With w = 1
         the true boxes are the lowest point of the loss over shifted crops for every digit on T,
         where the three layers alone prefer crops 8-12 px off for nine digits
-        (docs/colocalisation.md); 0, the three layers alone, is the recipe (training with w = 1
-        helps some digits and loses others: the study there)
+        (docs/colocalisation.md); 1 is the recipe (0, the three layers alone, was the first
+        recipe's, with SGD)
     eval_every : measure the localised share every this many steps (None: steps // 20)
     encoder_width, encoder_steps, encoder_batch_size, encoder_lr : the encoder (:func:`mnist_encoder`)
     """
@@ -588,9 +590,9 @@ class ColocaliseConfig:
     clutter: bool = False
     steps: int = 3000
     batch_size: int = 16
-    lr: float = 0.003
+    lr: float = 3e-4
     lr_drops: tuple = (0.667, 0.833)
-    optimizer: str = "sgd"
+    optimizer: str = "adam"
     momentum: float = 0.9
     margin: float = 1.0
     stop_partner: bool = True
@@ -602,7 +604,7 @@ class ColocaliseConfig:
     bounded: tuple | None = None
     scale_anneal: tuple | None = (0.0, 0.6667)
     lr_scale_power: float = 0.0
-    probabilities: float = 0.0
+    probabilities: float = 1.0
     eval_every: int | None = None
     encoder_width: int = 32
     encoder_steps: int = 1500

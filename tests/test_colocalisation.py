@@ -349,7 +349,8 @@ def test_gradient_through_the_whole_chain_matches_finite_differences():
 
 
 #: the paper's setup as stated (ColocaliseConfig's docstring): full gradient, s learnt from a 28x28 window
-PAPER_AS_STATED = dict(stop_partner=False, init_scale=None, learn_scale=True, scale_anneal=None, lr_drops=())
+PAPER_AS_STATED = dict(stop_partner=False, init_scale=None, learn_scale=True, scale_anneal=None, lr_drops=(),
+                       optimizer="sgd", probabilities=0.0)
 
 
 def test_short_run_lowers_the_loss():
@@ -386,7 +387,7 @@ def test_lr_scale_power_scales_each_step_by_the_window():
     (init_scale = 28/84) p changes nothing."""
     x, b = C.colocalisation_set(2, images=12, digits=DIGITS, labels=LABELS, seed=3)
     common = dict(digit=2, steps=1, batch_size=8, lr=0.05, momentum=0.0, lr_drops=(), images=12,
-                  learn_scale=False, scale_anneal=(0.0, 1.0))
+                  learn_scale=False, scale_anneal=(0.0, 1.0), optimizer="sgd")
 
     def final_t(**kw):
         m = C.colocalise(C.ColocaliseConfig(**{**common, **kw}), progress=False, data=(x, b), encoder=tiny_encoder())
@@ -441,7 +442,7 @@ def test_optimizer_is_the_one_asked_for(tmp_path, optimizer):
     (dict(init_scale=1.0, learn_scale=True, scale_anneal=(0, 0.5)), "learn_scale=False"),
     (dict(init_scale=1.0, learn_scale=False, bounded=(0.2, 1.0), scale_anneal=(0, 0.5)), "no bounded"),
     (dict(init_scale=None, learn_scale=True, scale_anneal=None, lr_scale_power=1.0), "needs scale_anneal"),
-    (dict(lr_scale_power=-1.0), "lr_scale_power must be"),
+    (dict(lr_scale_power=-1.0, optimizer="sgd"), "lr_scale_power must be"),
 ])
 def test_scale_anneal_config_checks(kw, match):
     with pytest.raises(ValueError, match=match):
@@ -498,20 +499,31 @@ def test_colocalise_command_as_stated_runs_the_papers_setup_and_defaults_to_the_
 def test_reproduce_table5_runs_cells_skips_finished_ones_and_reports(tmp_path, synthetic_task, capsys):
     out = tmp_path / "t5"
     argv = ["reproduce", "table5", "--digits", "7", "--variants", "t", "--steps", "3", "--batch-size", "4",
-            "--quiet", "--out", str(out)]
+            "--quiet", "--threads", "1", "--out", str(out)]
     assert main(argv) == 0
     table = (out / "results.md").read_text()
     assert "| 7 | " in table and "| 1 | - |" in table and "75-93%" in table
     stamp = (out / "T" / "digit7" / "metrics.json").stat().st_mtime_ns
     assert main(argv) == 0  # the finished cell is skipped
     assert (out / "T" / "digit7" / "metrics.json").stat().st_mtime_ns == stamp
-    # ... also when it was run before lr_scale_power and probabilities existed (it ran as their 0)
+    # ... also when it was run before lr_scale_power existed (it ran as its 0, the recipe's value)
     f = out / "T" / "digit7" / "metrics.json"
     m = json.loads(f.read_text())
-    del m["config"]["lr_scale_power"], m["config"]["probabilities"]
+    del m["config"]["lr_scale_power"]
     f.write_text(json.dumps(m))
     stamp = f.stat().st_mtime_ns
     assert main(argv) == 0 and f.stat().st_mtime_ns == stamp
+    # ... but not a run from before probabilities and optimizer existed (it ran as 0 and sgd, the recipe
+    # is 1 and adam): a run of other settings is named, and left as it is
+    m = json.loads(f.read_text())
+    del m["config"]["probabilities"], m["config"]["optimizer"]
+    f.write_text(json.dumps(m))
+    before = {p.name: p.read_bytes() for p in f.parent.iterdir()}
+    capsys.readouterr()
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "digit7" in err[0] and "--out" in err[0], err
+    assert {p.name: p.read_bytes() for p in f.parent.iterdir()} == before
     assert main(["reproduce", "table5", "--report", "--out", str(out)]) == 0
     assert [r["digit"] for r in json.loads((out / "results.json").read_text())] == [7]
     assert main(["reproduce", "table5", "--report", "--out", str(tmp_path / "empty")]) == 2
