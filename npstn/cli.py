@@ -584,7 +584,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--digit", type=A.digit, required=True,
                    help="the digit class to co-localise, 0-9")
     c.add_argument("--clutter", action="store_true", help="the TC variant: 16 random 6x6 crops of other digits")
-    c.add_argument("--steps", type=A.positive_int(MAX_STEPS), default=None, help=f"SGD steps (default {cc.steps})")
+    c.add_argument("--steps", type=A.positive_int(MAX_STEPS), default=None, help=f"training steps (default {cc.steps})")
     c.add_argument("--batch-size", type=A.int_range(2, MAX_BATCH, "an integer from 2 to 16384"), default=None,
                    help=f"images per step, all their pairs in the loss (default {cc.batch_size})")
     c.add_argument("--lr", type=A.nonnegative_float, default=None, help=f"learning rate (default {cc.lr:g})")
