@@ -405,7 +405,7 @@ class Sequential(Module):
         return x
 
     needs_input_grad = passes_on_input_grad(
-        lambda self: [m for m in self if m.parameters()][:1],
+        lambda self: [] if (i := self._first_learnable()) is None else [self[i]],
         "False: ``backward`` returns None and stops at the first learnable module, which is told to "
         "skip its own input gradient (the modules before it have nothing to learn).")
 
