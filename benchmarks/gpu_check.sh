@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# One-shot check of npstn's cuda backend on a machine with an NVIDIA GPU (at most 12 minutes: each step has a time limit).
+# One-shot check of npstn's cuda backend on a machine with an NVIDIA GPU (about 6-7 minutes on an H200;
+# each step has a time limit).
 #
 #   bash benchmarks/gpu_check.sh            # from the repository root, with .venv set up (make venv)
 #   OUT=/tmp/gpu bash benchmarks/gpu_check.sh
@@ -51,8 +52,14 @@ import json, platform, os
 import numba, numpy
 from numba import cuda
 d = cuda.get_current_device()
+try:
+    import numba_cuda
+    numba_cuda_version = numba_cuda.__version__
+except ImportError:
+    numba_cuda_version = None
 info = {"gpu": d.name.decode() if isinstance(d.name, bytes) else str(d.name),
         "compute_capability": list(d.compute_capability), "numba": numba.__version__,
+        "numba_cuda": numba_cuda_version,
         "numpy": numpy.__version__, "python": platform.python_version(), "cpus": os.cpu_count()}
 try:
     import torch
@@ -94,7 +101,7 @@ fi
 # pytest-timeout installed, each test gets 60 s, so one such test does not hide the rest)
 per_test=()
 "$PYTHON" -c "import pytest_timeout" > /dev/null 2>&1 && per_test=(--timeout 60)
-run_step cuda-tests 180 env HYPOTHESIS_PROFILE="${HYPOTHESIS_PROFILE:-dev}" "$PYTHON" -m pytest -v \
+run_step cuda-tests 240 env HYPOTHESIS_PROFILE="${HYPOTHESIS_PROFILE:-dev}" "$PYTHON" -m pytest -v \
     -p no:cacheprovider -k cuda --junitxml="$OUT/cuda-tests.xml" ${per_test[@]+"${per_test[@]}"} tests
 
 # ---------------------------------------------------------------- 2. cuda training against cpu

@@ -13,6 +13,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from numba import boolean, cuda, float32, float64, int32, int64  # noqa: E402
 from numba.types import UniTuple  # noqa: E402
+import numpy as np  # noqa: E402
 
 try:
     from numba.cuda.cudadrv import nvvm
@@ -115,6 +116,30 @@ try:  # can this installation compile at all without a GPU?
 except Exception as exc:  # pragma: no cover - depends on the installation
     print(f"skipping: cannot compile CUDA kernels here ({type(exc).__name__}: {exc})")
     sys.exit(77)
+
+# A cpu kernel compiles the formulas first, as in any process that ran the cpu backend before the
+# cuda one (the tests' references): the CUDA kernels must not pick up the cpu's inlined versions
+# (numba-cuda inlines any inline="always" overload compiled for the same argument types; on a GPU,
+# every spatial-transformer kernel then failed to compile: see npstn.kernels.formulas.formula).
+from numba import njit  # noqa: E402
+from npstn.kernels import formulas as fm  # noqa: E402
+
+
+@njit
+def _cpu_point(g, geo, padding_mode, align_corners):
+    one, scale, shift, limit, size = geo[0], geo[1], geo[2], geo[3], geo[4]
+    ix, dx = fm.source_coordinate(g, one, scale, shift, limit, size, padding_mode, align_corners)
+    x0f = fm.floor(ix)
+    w = fm.bilinear_weights(ix - x0f, ix - x0f, one)
+    t = fm.trilinear_weights(ix - x0f, ix - x0f, ix - x0f, one)
+    return fm.bilinear_interpolate(one, one, one, one, w[0], w[1], w[2], w[3]) + t[0] + dx
+
+
+for _t in (np.float32, np.float64):
+    _c = tuple(_t(v) for v in (1.0, 2.0, 0.5, 4194304.0, 5.0, 4.0, 3.0, 5.0, 4.0))
+    for _mode in range(3):
+        _cpu_point(_t(0.25), _c[:7], _mode, False)
+        _cpu_point(_t(0.25), _c, _mode, True)
 
 failures = []
 n = 0

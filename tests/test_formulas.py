@@ -150,3 +150,31 @@ def test_the_sampler_gradient_is_written_once():
         src = inspect.getsource(importlib.import_module(module))
         assert "bilinear_coordinate_gradient(" in src, module
         assert eq7 not in src and "(u_se - u_sw)" not in src, module
+
+
+def test_cuda_kernels_call_twins_of_the_formulas():
+    """The CUDA kernels call ``cuda_formulas``: for each formula a twin with the same code and its own
+    function object, whose globals bind the other formulas to their twins. (With one object for
+    both targets, numba-cuda inlined the cpu's compiled formula into the CUDA kernels of any process
+    that had run the cpu backend first, and they failed to compile: found on an H200.)"""
+    import importlib
+
+    names = [n for n, v in vars(fm).items()
+             if callable(v) and getattr(fm.cuda_formulas, n, None) is not None and n in fm.__all__]
+    twins = [n for n in names if getattr(fm.cuda_formulas, n) is not getattr(fm, n)]
+    assert {"source_coordinate", "bilinear_weights", "trilinear_coordinate_gradient", "homography",
+            "tps_radial_basis"} <= set(twins)
+    for n in twins:
+        twin, fn = getattr(fm.cuda_formulas, n), getattr(fm, n)
+        assert twin.__code__ is fn.__code__ and twin.__doc__ == fn.__doc__, n
+        for called in fn.__code__.co_names:  # a formula calling another formula reaches its twin
+            if called in twins:
+                assert twin.__globals__[called] is getattr(fm.cuda_formulas, called), (n, called)
+    # the primitives and constants are shared, not copied
+    assert fm.cuda_formulas.floor is fm.floor and fm.cuda_formulas.COORD_LIMIT == fm.COORD_LIMIT
+    # the same numbers in Python (the CUDA simulator runs the twins as Python)
+    args = (np.float32(0.3), np.float32(1), np.float32(2.5), np.float32(0.5), np.float32(fm.COORD_LIMIT),
+            np.float32(5), fm.REFLECTION, False)
+    assert fm.cuda_formulas.source_coordinate(*args) == fm.source_coordinate(*args)
+    for module in ("npstn.kernels.cuda.grid_sample", "npstn.kernels.cuda.grid_sample3d", "npstn.kernels.cuda.grids"):
+        assert importlib.import_module(module).fm is fm.cuda_formulas, module

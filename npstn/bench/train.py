@@ -445,6 +445,13 @@ def _run_backend(args, backend, configs, images, labels, momentum, torch, out) -
     if torch is not None and not use_torch:
         print(f"# {backend}: PyTorch has no GPU here: no comparison", file=out, flush=True)
     tbatches = None
+    if use_torch and tdev == "cuda":
+        # npstn computes in float32; PyTorch's default on NVIDIA GPUs rounds convolution inputs to
+        # TF32 (10-bit mantissa), another computation (on an H200 the CNN's gradients then differed
+        # from npstn's by 3% of their scale, against 1e-6 in float32): compare and time in float32
+        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cuda.matmul.allow_tf32 = False
+        print(f"# {backend}: PyTorch CUDA in full float32 (TF32 off, as npstn)", file=out, flush=True)
     if use_torch:
         tbatches = [(torch.from_numpy(x).to(tdev), torch.from_numpy(np.asarray(y, np.int64)).to(tdev))
                     for x, y in batches]

@@ -33,9 +33,14 @@ How one definition serves three backends (MiniTorch's idea for its operators):
   ``inline="always"``), so a kernel that calls
   ``formulas.bilinear_weights(...)`` compiles this very function on scalars
   and inlines it into its loop.
-* **cuda** (``@cuda.jit``): a second registration, for the cuda target,
-  makes them device functions of the CUDA kernels, compiled from the same
-  source.
+* **cuda** (``@cuda.jit``): the CUDA kernels call :data:`cuda_formulas`,
+  a module of *twins*: each formula's code again, as a second function
+  object registered for the cuda target only (a device function; NVVM
+  inlines it). Not the same object, because Numba keeps one typing entry
+  per function for all targets, and numba-cuda's inlining pass takes any
+  ``inline="always"`` overload already compiled for the argument types,
+  the cpu's included: after a cpu kernel had run, the cuda kernels failed
+  to compile (found on an H200; see :func:`formula`).
 
 The primitives (:func:`select`, :func:`clamp`, :func:`floor`,
 :func:`isfinite`, :func:`copysign`, :func:`log`) are the only place where
@@ -59,13 +64,15 @@ or testing.
 from __future__ import annotations
 
 import math
+import types
 
 import numpy as np
 from numba.extending import overload
 
 __all__ = [
     "COORD_LIMIT", "PROJECTIVE_FAR", "PROJECTIVE_EPS", "BILINEAR", "NEAREST", "ZEROS", "BORDER", "REFLECTION",
-    "MODE_CODES", "PADDING_CODES", "select", "clamp", "floor", "isfinite", "copysign", "log",
+    "MODE_CODES", "PADDING_CODES", "cuda_formulas", "formula",
+    "select", "clamp", "floor", "isfinite", "copysign", "log",
     "unnormalize_constants", "unnormalize", "clamp_far", "reflect_coordinate", "clip_coordinate",
     "source_coordinate", "round_half_even", "bilinear_weights", "bilinear_interpolate",
     "bilinear_coordinate_gradient", "trilinear_weights", "trilinear_interpolate",
@@ -93,23 +100,42 @@ MODE_CODES = {"bilinear": BILINEAR, "nearest": NEAREST}
 PADDING_CODES = {"zeros": ZEROS, "border": BORDER, "reflection": REFLECTION}
 
 
+#: The formulas as the CUDA kernels call them (``from npstn.kernels.formulas import cuda_formulas as
+#: fm``): the same names, each formula a twin of this module's function (same code, own object),
+#: the constants and primitives themselves.
+cuda_formulas = types.ModuleType(__name__ + ".cuda_formulas", "The formulas' twins for the cuda target.")
+_CUDA_GLOBALS: dict = {}  # the twins' globals: this module's, with each formula name bound to its twin
+
+
 def formula(fn):
     """Register a plain Python formula with Numba: for the cpu target inlined into its caller's
-    loop, for the cuda target as a device function (NVVM inlines it all the same).
+    loop; for the cuda target a twin (same code, another function object) as a device function
+    (NVVM inlines it all the same), which the CUDA kernels call through :data:`cuda_formulas`.
 
-    Numba's ``register_jitable(inline="always")`` did both in one registration until the CUDA
-    target moved into its own package (numba-cuda): there, the IR-level inlining of an
-    overload registered with numba's own registry mistypes the inlined arguments
-    ("No implementation of function add(omitted(default=Undefined), ...)"), and every
-    spatial-transformer kernel failed to compile on a real GPU (the simulator, which runs
-    the Python source, could not see it). tests/cuda_compile_check.py compiles each kernel
-    to PTX without a GPU where NVVM is installed.
+    Why two objects. Numba keeps one typing entry per Python function, shared by all targets,
+    and numba-cuda's inlining pass inlines any ``inline="always"`` overload of that entry that
+    was already compiled for the call's argument types, whichever target compiled it. Once a
+    cpu kernel had compiled a formula, a CUDA kernel calling the same function with the same
+    types inlined the cpu version and failed ("add(omitted(default=Undefined), ...)", or an
+    AssertionError in numba-cuda's postproc): on an H200, every spatial-transformer test that
+    ran the cpu reference first. (Before that, one ``register_jitable(inline="always")`` did
+    both targets and failed the same way everywhere.) tests/cuda_compile_check.py compiles a
+    cpu kernel first, then every CUDA kernel to PTX, without a GPU where NVVM is installed.
     """
     def implementation(*args, **kwargs):
         return fn
 
     overload(fn, target="cpu", inline="always", strict=False)(implementation)
-    overload(fn, target="cuda", strict=False)(implementation)
+
+    twin = types.FunctionType(fn.__code__, _CUDA_GLOBALS, fn.__name__, fn.__defaults__, fn.__closure__)
+    twin.__doc__, twin.__qualname__, twin.__module__ = fn.__doc__, fn.__qualname__, cuda_formulas.__name__
+
+    def twin_implementation(*args, **kwargs):
+        return twin
+
+    overload(twin, target="cuda", strict=False)(twin_implementation)
+    _CUDA_GLOBALS[fn.__name__] = twin
+    setattr(cuda_formulas, fn.__name__, twin)
     return fn
 
 
@@ -426,3 +452,11 @@ def tps_radial_basis(r2):
     """The TPS radial basis phi = r^2 log r^2 from the squared distance r2 >= 0, with phi(0) = 0."""
     pos = r2 > 0.0
     return select(pos, r2 * log(select(pos, r2, 1.0)), 0.0 * r2)
+
+
+# the twins see this module's constants and primitives; cuda_formulas offers them too
+for _name, _value in list(globals().items()):
+    _CUDA_GLOBALS.setdefault(_name, _value)
+    if not _name.startswith("_") and not hasattr(cuda_formulas, _name):
+        setattr(cuda_formulas, _name, _value)
+del _name, _value

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from numba import cuda
 
-from npstn.kernels import formulas as fm
+from npstn.kernels.formulas import cuda_formulas as fm
 from npstn.kernels.cpu.grid_sample3d import _geometry
 from npstn.kernels.cuda.common import cuda_module, launch_config, to_device
 from npstn.kernels.formulas import MODE_CODES, NEAREST, PADDING_CODES

@@ -26,7 +26,7 @@ from __future__ import annotations
 import numpy as np
 from numba import cuda
 
-from npstn.kernels import formulas as fm
+from npstn.kernels.formulas import cuda_formulas as fm
 from npstn.kernels.cuda.common import cuda_module, launch_config, to_device
 from npstn.kernels.formulas import PROJECTIVE_FAR  # noqa: F401 (re-exported: the horizon's coordinate)
 
