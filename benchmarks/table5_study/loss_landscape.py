@@ -17,7 +17,7 @@ state is the optimiser's; if it is lower at some shift, the objective itself
 prefers the offset crops.
 
     python benchmarks/table5_study/loss_landscape.py --digits 0,1,...,9 [--clutter] \
-        [--shifts=-12,-8,-4,0,4,8,12] [--batches 200] [--layer-weights W1,W2,W3] [--normalise] [--probabilities W] [--json OUT.json]
+        [--shifts=-12,-8,-4,0,4,8,12] [--batches 200] [--layer-weights W1,W2,W3] [--normalise] [--probabilities W] [--blur SIGMA] [--json OUT.json]
 
 Prints, per digit, the loss at (0, 0), the shift with the lowest loss and its
 loss, and the loss along dy at dx = 0 (the offsets seen in training are in t_y), with the
@@ -34,7 +34,7 @@ import numpy as np
 
 def landscape(digit: int, clutter: bool, shifts, batches: int, batch_size: int, margin: float, seed: int,
               data_dir=None, layer_weights=None, normalise: bool = False, data=None, encoder=None,
-              probabilities: float = 0.0) -> dict:
+              probabilities: float = 0.0, blur: float = 0.0) -> dict:
     """The loss at every shift (dx, dy) in ``shifts`` x ``shifts`` of all crops from their true boxes.
 
     ``data`` (x, boxes) and ``encoder`` (enc, info) default to ``npstn colocalise``'s set and
@@ -49,6 +49,10 @@ def landscape(digit: int, clutter: bool, shifts, batches: int, batch_size: int, 
     if data is None:
         data = colocalisation_set(digit, clutter, images=cfg.images, seed=cfg.data_seed, data_dir=data_dir)
     x, boxes = data
+    if blur > 0:  # every canvas blurred by a Gaussian of ``blur`` canvas pixels (the crops are crops of it)
+        from scipy.ndimage import gaussian_filter
+
+        x = gaussian_filter(x, sigma=(0, 0, blur, blur)).astype(x.dtype)
     enc, info = encoder_for(cfg, progress=False) if encoder is None else encoder
     enc = enc.with_probabilities(probabilities)  # the class probabilities beside the layers
     enc.eval()
@@ -111,6 +115,8 @@ def main(argv=None) -> int:
     p.add_argument("--probabilities", type=float, default=0.0, metavar="W",
                    help="append W times the encoder's class probabilities (ColocaliseConfig.probabilities)")
     p.add_argument("--normalise", action="store_true", help="scale each descriptor to length sqrt(3)")
+    p.add_argument("--blur", type=float, default=0.0, metavar="SIGMA",
+                   help="blur every canvas by a Gaussian of SIGMA pixels before cropping (0: none)")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args(argv)
@@ -122,7 +128,8 @@ def main(argv=None) -> int:
     out = []
     for d in (int(v) for v in args.digits.split(",")):
         res = landscape(d, args.clutter, shifts, args.batches, args.batch_size, args.margin, args.seed,
-                        args.data_dir, args.layer_weights, args.normalise, probabilities=args.probabilities)
+                        args.data_dir, args.layer_weights, args.normalise, probabilities=args.probabilities,
+                        blur=args.blur)
         along = {row["dy"]: (row["loss"], row["mean_pair_distance"], row["mean_random_distance"])
                  for row in res["loss"] if row["dx"] == 0}
         print(f"digit {d} on {res['variant']}: loss at the true boxes {res['loss_at_truth']:.3f}; lowest "
