@@ -6,7 +6,8 @@ a NaN parameter), logs, evaluates and checkpoints at their intervals. The run
 folder is locked for the whole run (:mod:`npstn.utils.runfolder`).
 
 With ``backend="cuda"`` the model lives on the GPU (``model.to("cuda")``): each
-step copies the batch to the device once, every layer, the loss and the SGD
+step copies the batch (distorted on the cpu backend,
+:func:`npstn.train.data.data_backend`) to the device once, every layer, the loss and the SGD
 update run there, and only the scalar loss, the count of correct predictions
 and a did-anything-become-NaN flag come back. Checkpoints hold host copies,
 as on the CPU, and resuming puts them back on the device.
