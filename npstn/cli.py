@@ -296,7 +296,7 @@ def _colocalise_settings(args) -> dict:
     from npstn.colocalisation import AS_STATED
 
     names = {"steps": "steps", "batch_size": "batch_size", "lr": "lr", "optimizer": "optimizer", "images": "images",
-             "encoder_steps": "encoder_steps", "data_dir": "data_dir"}
+             "encoder_steps": "encoder_steps", "encoder_shift": "encoder_shift", "data_dir": "data_dir"}
     given = {field: getattr(args, dest) for dest, field in names.items() if getattr(args, dest, None) is not None}
     return {**AS_STATED, **given} if getattr(args, "as_stated", False) else given
 
@@ -537,7 +537,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_sweep_options(s)
     s.set_defaults(func=_cmd_sweep)
 
-    from npstn.colocalisation import OPTIMIZERS, ColocaliseConfig
+    from npstn.colocalisation import MAX_ENCODER_SHIFT, OPTIMIZERS, ColocaliseConfig
 
     r = sub.add_parser("reproduce", help="reproduce a table of the paper (table1, table4, table5)",
                        description="table1: FCN, CNN, ST-FCN and ST-CNN (each transform) on each "
@@ -553,6 +553,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="table5: images per set (default 100)")
     r.add_argument("--encoder-steps", type=A.positive_int(MAX_STEPS), default=None,
                    help="table5: training steps of the MNIST encoder (default 1500)")
+    shift_type = A.int_range(0, MAX_ENCODER_SHIFT)
+    r.add_argument("--encoder-shift", type=shift_type, default=None, metavar="K",
+                   help="table5: train the encoder on digits moved by up to K px (default 0)")
     r.add_argument("--optimizer", choices=OPTIMIZERS, default=None,
                    help="table5: the localisation network's optimiser (default: npstn's recipe's)")
     r.add_argument("--quiet", action="store_true", help="table5: no progress bars")
@@ -594,6 +597,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"images in the set (default {cc.images})")
     c.add_argument("--encoder-steps", type=A.positive_int(MAX_STEPS), default=None,
                    help=f"training steps of the MNIST CNN encoder, cached once trained (default {cc.encoder_steps})")
+    c.add_argument("--encoder-shift", type=shift_type, default=None, metavar="K",
+                   help="train the encoder on digits each moved by a random (dx, dy) of up to K px per axis "
+                        f"(default {cc.encoder_shift}: plain digits)")
     c.add_argument("--as-stated", action="store_true",
                    help="the paper's setup as stated (full gradient, s learnt from a 28x28 window, lr 0.001 "
                         "constant, 500 steps) instead of npstn's recipe (docs/colocalisation.md)")

@@ -426,7 +426,18 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _train_encoder(width, steps, batch_size, lr, seed, x_train, y_train, x_test, y_test, progress):
+def shift_digits(x: np.ndarray, dx, dy) -> np.ndarray:
+    """Each image x[i] (N, H, W) moved by (dx[i], dy[i]) whole pixels (right, down), zeros shifted in."""
+    x = np.asarray(x)
+    n, h, w = x.shape
+    k = int(max(np.abs(dx).max(initial=0), np.abs(dy).max(initial=0)))
+    pad = np.pad(x, ((0, 0), (k, k), (k, k)))
+    rows = (k - np.asarray(dy))[:, None] + np.arange(h)[None, :]  # (N, H)
+    cols = (k - np.asarray(dx))[:, None] + np.arange(w)[None, :]  # (N, W)
+    return pad[np.arange(n)[:, None, None], rows[:, :, None], cols[:, None, :]]
+
+
+def _train_encoder(width, steps, batch_size, lr, seed, x_train, y_train, x_test, y_test, progress, shift=0):
     from tqdm.auto import tqdm
 
     from npstn.train.step import evaluate, train_step
@@ -436,24 +447,40 @@ def _train_encoder(width, steps, batch_size, lr, seed, x_train, y_train, x_test,
     opt = nn.SGD(model.parameters(), lr=lr, momentum=0.9)
     loss_fn = nn.CrossEntropyLoss()
     rng = np.random.default_rng(np.random.SeedSequence(int(seed), spawn_key=(7,)))
+    moves = np.random.default_rng(np.random.SeedSequence(int(seed), spawn_key=(8,)))  # its own stream
     for _ in tqdm(range(int(steps)), desc=f"encoder: CNN ({width} filters) on MNIST", unit="step",
                   disable=not progress, dynamic_ncols=True):
         idx = rng.integers(0, len(x_train), size=batch_size)
-        train_step(model, loss_fn, opt, x_train[idx][:, None], y_train[idx])
+        xb = x_train[idx]
+        if shift:
+            xb = shift_digits(xb, *moves.integers(-shift, shift + 1, size=(2, batch_size)))
+        train_step(model, loss_fn, opt, xb[:, None], y_train[idx])
     err = evaluate(model, x_test[:, None], y_test, 500)
     enc.eval()
     enc.calibrate(x_train[np.random.default_rng(0).integers(0, len(x_train), size=512)][:, None])
     return enc, err
 
 
+#: The most whole pixels ``encoder_shift`` may move a training digit along each axis (half the digit)
+MAX_ENCODER_SHIFT = 14
+
+
+def _check_encoder_shift(shift) -> int:
+    if isinstance(shift, bool) or not isinstance(shift, (int, np.integer)) or not 0 <= shift <= MAX_ENCODER_SHIFT:
+        raise ValueError(f"encoder shift must be an int from 0 to {MAX_ENCODER_SHIFT} (pixels), got {shift!r}")
+    return int(shift)
+
+
 def mnist_encoder(*, width: int = 32, steps: int = 1500, batch_size: int = 64, lr: float = 0.01, seed: int = 0,
-                  data_dir=None, cache_dir=None, progress: bool = True, digits=None, labels=None):
+                  shift: int = 0, data_dir=None, cache_dir=None, progress: bool = True, digits=None, labels=None):
     """The encoder e(.): the Table 1 CNN trained for classification on plain 28x28 MNIST, cached.
 
     Trained with SGD (momentum 0.9, batch ``batch_size``, constant ``lr``) for
-    ``steps`` steps on the 60k training digits, pixels in [0, 1]; its test error
-    on the 10k test digits is measured once. The weights go to
-    ``<cache_dir>/mnist-cnn<width>-<steps>x<batch>-lr<lr>-seed<seed>-v<ENCODER_VERSION>.npz``
+    ``steps`` steps on the 60k training digits, pixels in [0, 1], each batch's
+    digits moved by a random whole-pixel (dx, dy) in [-shift, shift]^2 when
+    ``shift`` > 0; its test error on the 10k (unmoved) test digits is measured
+    once. The weights go to
+    ``<cache_dir>/mnist-cnn<width>-<steps>x<batch>-lr<lr>-seed<seed>[-shift<shift>]-v<ENCODER_VERSION>.npz``
     (default :func:`encoder_cache_dir`), written atomically, with the file's
     SHA-256 recorded beside it (``<name>.sha256``, written first). On later
     calls the file is used when its digest matches the record; a file npstn
@@ -470,7 +497,11 @@ def mnist_encoder(*, width: int = 32, steps: int = 1500, batch_size: int = 64, l
     for k in ("width", "steps", "batch_size"):
         if settings[k] < 1:
             raise ValueError(f"encoder {k} must be a positive int, got {settings[k]!r}")
-    name = f"mnist-cnn{width}-{steps}x{batch_size}-lr{lr:g}-seed{seed}-v{ENCODER_VERSION}"
+    shift = _check_encoder_shift(shift)
+    if shift:
+        settings["shift"] = shift
+    name = (f"mnist-cnn{width}-{steps}x{batch_size}-lr{lr:g}-seed{seed}" + (f"-shift{shift}" if shift else "")
+            + f"-v{ENCODER_VERSION}")
     if digits is not None or labels is not None:
         from npstn.data.distorted import _as_digits, _fingerprint
 
@@ -511,7 +542,7 @@ def mnist_encoder(*, width: int = 32, steps: int = 1500, batch_size: int = 64, l
         xtr, ytr = _load_split("train", data_dir)
         xte, yte = _load_split("test", data_dir)
     t0 = time.perf_counter()
-    enc, err = _train_encoder(width, steps, batch_size, lr, seed, xtr, ytr, xte, yte, progress)
+    enc, err = _train_encoder(width, steps, batch_size, lr, seed, xtr, ytr, xte, yte, progress, shift)
     enc.eval()
     meta = {**settings, "test_error_percent": float(err), "train_seconds": time.perf_counter() - t0,
             "scales": list(enc.scales),
@@ -584,6 +615,8 @@ class ColocaliseConfig:
         recipe's, with SGD)
     eval_every : measure the localised share every this many steps (None: steps // 20)
     encoder_width, encoder_steps, encoder_batch_size, encoder_lr : the encoder (:func:`mnist_encoder`)
+    encoder_shift : k >= 0: the encoder's training digits each moved by a random whole-pixel (dx, dy)
+        in [-k, k]^2 (:func:`mnist_encoder`'s ``shift``; 0, the default: plain digits)
     """
 
     digit: int = 0
@@ -610,6 +643,7 @@ class ColocaliseConfig:
     encoder_steps: int = 1500
     encoder_batch_size: int = 64
     encoder_lr: float = 0.01
+    encoder_shift: int = 0
     data_dir: str | None = None
     out: str | None = None
 
@@ -621,6 +655,7 @@ class ColocaliseConfig:
             v = getattr(self, k)
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
                 raise ValueError(f"{k} must be a positive int, got {v!r}")
+        self.encoder_shift = _check_encoder_shift(self.encoder_shift)
         if self.images < 2 or self.batch_size < 2:
             raise ValueError("images and batch_size must be at least 2 (the loss compares pairs)")
         if self.bounded is not None:
@@ -687,7 +722,8 @@ def encoder_for(config: "ColocaliseConfig", *, progress: bool = True) -> tuple:
     """:func:`mnist_encoder` with ``config``'s encoder settings (width, steps, batch size, rate, data
     folder): the (Encoder, info) pair a run of ``config`` uses."""
     return mnist_encoder(width=config.encoder_width, steps=config.encoder_steps, batch_size=config.encoder_batch_size,
-                         lr=config.encoder_lr, data_dir=config.data_dir, progress=progress)
+                         lr=config.encoder_lr, shift=config.encoder_shift, data_dir=config.data_dir,
+                         progress=progress)
 
 
 #: ColocaliseConfig.optimizer's choices
@@ -945,7 +981,7 @@ def table5_markdown(results: list[dict]) -> str:
 
 
 #: ColocaliseConfig fields added after runs were made, with the value a run that lacks one ran with
-_ADDED_FIELDS = {"lr_scale_power": 0.0, "probabilities": 0.0, "optimizer": "sgd"}
+_ADDED_FIELDS = {"lr_scale_power": 0.0, "probabilities": 0.0, "optimizer": "sgd", "encoder_shift": 0}
 
 
 def _finished(folder: Path, config: ColocaliseConfig):

@@ -115,6 +115,8 @@ OPTIONS = [
     (["colocalise", "--digit", "3"], "--lr", ["-0.1", "nan"]),
     (["colocalise", "--digit", "3"], "--seed", ["-1"]),
     (["colocalise", "--digit", "3"], "--optimizer", ["rmsprop", ""]),
+    (["colocalise", "--digit", "3"], "--encoder-shift", ["-1", "15", "2.5"]),
+    (["reproduce", "table5"], "--encoder-shift", ["15", "x"]),
     *[(["reproduce", "table5"], o, ["0"]) for o in ("--steps", "--encoder-steps", "--batch-size")],
     (["reproduce", "table5"], "--batch-size", ["1"]),
     (["reproduce", "table5"], "--digits", ["10", ","]),

@@ -322,6 +322,47 @@ def test_encoder_cache_reuses_detects_damage_and_never_touches_foreign_files(tmp
     assert path.read_bytes() == before
 
 
+@settings(max_examples=25, deadline=None)
+@given(n=st.integers(1, 4), h=st.integers(1, 7), w=st.integers(1, 7), seed=st.integers(0, 2**16))
+def test_shift_digits_moves_each_image_by_whole_pixels_with_zeros_shifted_in(n, h, w, seed):
+    rng = np.random.default_rng(seed)
+    x = rng.random((n, h, w))
+    dx, dy = rng.integers(-8, 9, size=(2, n))
+    got = C.shift_digits(x, dx, dy)
+    want = np.zeros_like(x)
+    for i in range(n):
+        for r in range(h):
+            for c in range(w):
+                if 0 <= r - dy[i] < h and 0 <= c - dx[i] < w:
+                    want[i, r, c] = x[i, r - dy[i], c - dx[i]]
+    np.testing.assert_array_equal(got, want)
+
+
+def test_encoder_shift_trains_on_moved_digits_under_its_own_cache_name(tmp_path):
+    kw = dict(width=2, steps=3, batch_size=4, digits=DIGITS, labels=LABELS, cache_dir=tmp_path, progress=False)
+    plain, info = C.mnist_encoder(**kw)
+    moved, info_moved = C.mnist_encoder(shift=3, **kw)
+    assert "-shift" not in info["path"] and "-shift3-" in info_moved["path"] and info_moved["shift"] == 3
+    assert "shift" not in info  # the plain encoder's settings (and cache name) are as before
+    assert any(not np.array_equal(a.data, b.data) for a, b in zip(plain.parameters(), moved.parameters()))
+    again, info_again = C.mnist_encoder(shift=3, **kw)
+    assert info_again["cached"] and info_again["sha256"] == info_moved["sha256"]
+    for bad in (-1, 15, 2.0, True):
+        with pytest.raises(ValueError, match="encoder shift"):
+            C.mnist_encoder(shift=bad, **kw)
+        with pytest.raises(ValueError, match="encoder shift"):
+            C.ColocaliseConfig(encoder_shift=bad)
+    assert C.ColocaliseConfig(encoder_shift=4).to_dict()["encoder_shift"] == 4
+
+
+def test_a_finished_run_without_encoder_shift_ran_with_plain_digits(tmp_path):
+    cfg = C.ColocaliseConfig(digit=3, out=str(tmp_path))
+    stored = {k: v for k, v in cfg.to_dict().items() if k != "encoder_shift"}  # written before the field
+    (tmp_path / "metrics.json").write_text(json.dumps({"status": "finished", "config": stored}))
+    assert C._finished(tmp_path, cfg) is not None
+    assert C._finished(tmp_path, C.ColocaliseConfig(digit=3, encoder_shift=2, out=str(tmp_path))) is None
+
+
 # ------------------------------------------------------------------------------- training
 def test_gradient_through_the_whole_chain_matches_finite_differences():
     """dL/dtheta through the loss, the encoder's taps, the sampler and the attention grid (float64)."""

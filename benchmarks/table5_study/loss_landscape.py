@@ -17,7 +17,7 @@ state is the optimiser's; if it is lower at some shift, the objective itself
 prefers the offset crops.
 
     python benchmarks/table5_study/loss_landscape.py --digits 0,1,...,9 [--clutter] \
-        [--shifts=-12,-8,-4,0,4,8,12] [--batches 200] [--layer-weights W1,W2,W3] [--normalise] [--probabilities W] [--blur SIGMA] [--json OUT.json]
+        [--shifts=-12,-8,-4,0,4,8,12] [--batches 200] [--layer-weights W1,W2,W3] [--normalise] [--probabilities W] [--blur SIGMA] [--encoder-shift K] [--json OUT.json]
 
 Prints, per digit, the loss at (0, 0), the shift with the lowest loss and its
 loss, and the loss along dy at dx = 0 (the offsets seen in training are in t_y), with the
@@ -98,7 +98,28 @@ def landscape(digit: int, clutter: bool, shifts, batches: int, batch_size: int, 
             "best_shift": list(best), "best_loss": table[best],
             "loss": [{"dx": dx, "dy": dy, "loss": v, "mean_pair_distance": parts[(dx, dy)][0],
                       "mean_random_distance": parts[(dx, dy)][1]} for (dx, dy), v in sorted(table.items())],
-            "encoder": {k: info[k] for k in ("path", "sha256", "test_error_percent") if k in info}}
+            "encoder": {k: info[k] for k in ("path", "sha256", "test_error_percent", "shift") if k in info}}
+
+
+def shifted_encoder(k: int, data_dir=None, seed: int = 0):
+    """(encoder, info): npstn's encoder recipe (ColocaliseConfig's settings) trained on the training
+    digits each moved by a random (dx, dy) in [-k, k]^2 px (zeros shifted in), not cached."""
+    from npstn.colocalisation import ColocaliseConfig, _train_encoder
+    from npstn.data.distorted import _load_split
+
+    cfg = ColocaliseConfig()
+    xtr, ytr = _load_split("train", data_dir)
+    xte, yte = _load_split("test", data_dir)
+    rng = np.random.default_rng(seed)
+    pad = np.pad(xtr, ((0, 0), (k, k), (k, k)))
+    size = xtr.shape[-1]
+    dx, dy = rng.integers(-k, k + 1, size=(2, len(xtr)))
+    moved = np.stack([pad[i, k - dy[i]:k - dy[i] + size, k - dx[i]:k - dx[i] + size] for i in range(len(xtr))])
+    enc, err = _train_encoder(cfg.encoder_width, cfg.encoder_steps, cfg.encoder_batch_size, cfg.encoder_lr, seed,
+                              moved.astype(xtr.dtype), ytr, xte, yte, False)
+    print(f"encoder trained on digits shifted by up to {k} px: test error {err:.2f}% on the plain test digits",
+          flush=True)
+    return enc, {"path": None, "sha256": None, "test_error_percent": float(err), "shift": k}
 
 
 def main(argv=None) -> int:
@@ -117,6 +138,9 @@ def main(argv=None) -> int:
     p.add_argument("--normalise", action="store_true", help="scale each descriptor to length sqrt(3)")
     p.add_argument("--blur", type=float, default=0.0, metavar="SIGMA",
                    help="blur every canvas by a Gaussian of SIGMA pixels before cropping (0: none)")
+    p.add_argument("--encoder-shift", type=int, default=0, metavar="K",
+                   help="train a fresh encoder (not cached) on digits each shifted by up to K px per axis (0: "
+                        "npstn's cached encoder)")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args(argv)
@@ -125,11 +149,12 @@ def main(argv=None) -> int:
         p.error("--shifts must include 0")
     from npstn.utils.io import atomic_write_json
 
+    encoder = shifted_encoder(args.encoder_shift, args.data_dir) if args.encoder_shift else None
     out = []
     for d in (int(v) for v in args.digits.split(",")):
         res = landscape(d, args.clutter, shifts, args.batches, args.batch_size, args.margin, args.seed,
                         args.data_dir, args.layer_weights, args.normalise, probabilities=args.probabilities,
-                        blur=args.blur)
+                        blur=args.blur, encoder=encoder)
         along = {row["dy"]: (row["loss"], row["mean_pair_distance"], row["mean_random_distance"])
                  for row in res["loss"] if row["dx"] == 0}
         print(f"digit {d} on {res['variant']}: loss at the true boxes {res['loss_at_truth']:.3f}; lowest "
