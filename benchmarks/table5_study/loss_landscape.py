@@ -101,25 +101,15 @@ def landscape(digit: int, clutter: bool, shifts, batches: int, batch_size: int, 
             "encoder": {k: info[k] for k in ("path", "sha256", "test_error_percent", "shift") if k in info}}
 
 
-def shifted_encoder(k: int, data_dir=None, seed: int = 0):
-    """(encoder, info): npstn's encoder recipe (ColocaliseConfig's settings) trained on the training
-    digits each moved by a random (dx, dy) in [-k, k]^2 px (zeros shifted in), not cached."""
-    from npstn.colocalisation import ColocaliseConfig, _train_encoder
-    from npstn.data.distorted import _load_split
+def shifted_encoder(k: int, data_dir=None):
+    """(encoder, info): ``npstn colocalise --encoder-shift k``'s encoder (trained on digits moved by up
+    to k px per axis; cached like the plain one)."""
+    from npstn.colocalisation import ColocaliseConfig, encoder_for
 
-    cfg = ColocaliseConfig()
-    xtr, ytr = _load_split("train", data_dir)
-    xte, yte = _load_split("test", data_dir)
-    rng = np.random.default_rng(seed)
-    pad = np.pad(xtr, ((0, 0), (k, k), (k, k)))
-    size = xtr.shape[-1]
-    dx, dy = rng.integers(-k, k + 1, size=(2, len(xtr)))
-    moved = np.stack([pad[i, k - dy[i]:k - dy[i] + size, k - dx[i]:k - dx[i] + size] for i in range(len(xtr))])
-    enc, err = _train_encoder(cfg.encoder_width, cfg.encoder_steps, cfg.encoder_batch_size, cfg.encoder_lr, seed,
-                              moved.astype(xtr.dtype), ytr, xte, yte, False)
-    print(f"encoder trained on digits shifted by up to {k} px: test error {err:.2f}% on the plain test digits",
-          flush=True)
-    return enc, {"path": None, "sha256": None, "test_error_percent": float(err), "shift": k}
+    enc, info = encoder_for(ColocaliseConfig(encoder_shift=k, data_dir=data_dir), progress=False)
+    print(f"encoder trained on digits moved by up to {k} px: test error {info['test_error_percent']:.2f}% "
+          "on the plain test digits", flush=True)
+    return enc, info
 
 
 def main(argv=None) -> int:
