@@ -238,7 +238,30 @@ def _make_kernels(parallel: bool) -> dict:
                 grad_theta[n, k] = acc[k]
         # END SOLUTION
 
-    return {"affine_grid": affine_grid, "affine_grid_backward": affine_grid_backward,
+    # The thin-plate spline's layout moves around its two BLAS products (below): rows[2n + c, i] of a
+    # (2N, P) float64 matrix is the point i's coordinate c of image n. One thread per image.
+    @njit(parallel=parallel, cache=True)
+    def tps_rows_to_grid(rows, grid):
+        """grid (N, P, 2) = rows (2N, P) interleaved, rounded once to grid's dtype."""
+        PARALLEL  # noqa: B018 (part of the cache key)
+        n_batch, n_pts = grid.shape[0], grid.shape[1]
+        for n in prange(n_batch):
+            for i in range(n_pts):
+                grid[n, i, 0] = rows[2 * n, i]
+                grid[n, i, 1] = rows[2 * n + 1, i]
+
+    @njit(parallel=parallel, cache=True)
+    def tps_grid_to_rows(grad_grid, rows):
+        """rows (2N, P) float64 = grad_grid (N, P, 2) de-interleaved."""
+        PARALLEL  # noqa: B018 (part of the cache key)
+        n_batch, n_pts = grad_grid.shape[0], grad_grid.shape[1]
+        for n in prange(n_batch):
+            for i in range(n_pts):
+                rows[2 * n, i] = grad_grid[n, i, 0]
+                rows[2 * n + 1, i] = grad_grid[n, i, 1]
+
+    return {"tps_rows_to_grid": tps_rows_to_grid, "tps_grid_to_rows": tps_grid_to_rows,
+            "affine_grid": affine_grid, "affine_grid_backward": affine_grid_backward,
             "affine_grid3d": affine_grid3d, "affine_grid3d_backward": affine_grid3d_backward,
             "attention_grid": attention_grid, "attention_grid_backward": attention_grid_backward,
             "projective_grid": projective_grid, "projective_grid_backward": projective_grid_backward}
@@ -336,36 +359,42 @@ def projective_grid_backward(grad_grid, theta, xs, ys, eps):
 # ----------------------------------------------------------------------------
 
 # Both directions are matrix products with the fixed M, so they go to BLAS
-# (in float64, rounded once to the output dtype, like the other generators):
-# the forward as ONE product M @ [theta_0 | theta_1 | ...] (P x K times
-# K x 2N), the backward as ONE product too, [G_0^T; G_1^T; ...] @ M (2N x P
-# times P x K). On one core at (256, 42x42, K = 16) that is 1.9 ms and 3.9 ms,
-# against 8.6 ms and 8.3 ms for the per-point Numba loops they replaced
-# (scalar 16-term sums). The backward was N products M^T @ G[n] (K x P times
-# P x 2), 5.9 ms on one core; on the 16 cores of the H200 machine (RESULTS.md)
-# the TPS ST took 19 ms of a 24 ms ST-FCN step, and N tiny threaded BLAS calls
-# are the likely cause that one call removes.
+# (in float64, rounded once to the output dtype, like the other generators),
+# each as ONE product over the batch:
+#
+#   forward:  R = Theta @ M^T   (2N x K times K x P), Theta's row 2n + c = theta[n][:, c]
+#   backward: R = G @ M         (2N x P times P x K), G's row 2n + c = Gamma[n][:, c]
+#
+# R's row 2n + c holds image n's coordinate c at every point, so the
+# (N, P, 2) grid and the rows of G are interleavings of whole rows: the
+# kernels tps_rows_to_grid / tps_grid_to_rows do them, one thread per image,
+# the rounding to the output dtype included. Earlier forms: N products
+# M^T @ G[n] (N tiny threaded BLAS calls), then one product with its layout
+# changed by NumPy transposes and copies, which run on one thread and were
+# most of the TPS transformer's time on the H200 machine's 16 cores
+# (benchmarks/RESULTS.md, "The second real GPU").
 
 def tps_grid(theta, m, h, w):
-    """theta (N, K, 2), M (H_out * W_out, K) float64 -> grid (N, H_out, W_out, 2).
+    """theta (N, K, 2), M (H_out * W_out, K) float64 -> grid (N, H_out, W_out, 2), theta's dtype.
 
-    grid[n, i, c] = sum_p M[i, p] theta[n, p, c], for all n at once:
-    (P, K) @ (K, N * 2) with theta's columns laid side by side.
+    grid[n, i, c] = sum_p M[i, p] theta[n, p, c], for all n at once: (2N, K) @ (K, P).
     """
     n, k, _ = theta.shape
-    cols = theta.astype(np.float64).transpose(1, 0, 2).reshape(k, n * 2)  # (K, 2N)
-    grid = (m @ cols).reshape(h * w, n, 2).transpose(1, 0, 2)  # (N, P, 2), float64
-    return np.ascontiguousarray(grid, dtype=theta.dtype).reshape(n, h, w, 2)
+    rows = theta.astype(np.float64).transpose(0, 2, 1).reshape(2 * n, k)  # (2N, K): small
+    prod = rows @ m.T  # (2N, P), float64
+    grid = np.empty((n, h * w, 2), dtype=theta.dtype)
+    _launch("tps_rows_to_grid", n * h * w, n, prod, grid)
+    return grid.reshape(n, h, w, 2)
 
 
 def tps_grid_backward(grad_grid, m):
-    """grad_grid (N, H_out, W_out, 2), M (H_out * W_out, K) -> grad_theta (N, K, 2).
+    """grad_grid (N, H_out, W_out, 2), M (H_out * W_out, K) -> grad_theta (N, K, 2), grad_grid's dtype.
 
-    grad_theta[n, p, c] = sum_i M[i, p] G[n, i, c], i.e. M^T @ G[n] for each n, for all n at
-    once: (2N, P) @ (P, K) with each G[n]'s two columns as rows.
+    grad_theta[n, p, c] = sum_i M[i, p] G[n, i, c], for all n at once: (2N, P) @ (P, K).
     """
     n = grad_grid.shape[0]
-    g = grad_grid.reshape(n, -1, 2).astype(np.float64)  # (N, P, 2)
-    rows = g.transpose(0, 2, 1).reshape(2 * n, m.shape[0])  # (2N, P): row 2n + c is G[n][:, c]
-    grad = (rows @ m).reshape(n, 2, m.shape[1]).transpose(0, 2, 1)  # (N, K, 2), float64
+    g = grad_grid.reshape(n, -1, 2)
+    rows = np.empty((2 * n, g.shape[1]))  # float64
+    _launch("tps_grid_to_rows", g.shape[1] * n, n, g, rows)
+    grad = (rows @ m).reshape(n, 2, m.shape[1]).transpose(0, 2, 1)  # (N, K, 2), float64: small
     return np.ascontiguousarray(grad, dtype=grad_grid.dtype)
