@@ -17,7 +17,7 @@
 #    backend) under compute-sanitizer's memcheck when it is installed.
 #
 # Everything goes into one folder: $OUT if set, else gpu-check-<UTC date>/. summary.txt
-# lists each step's status. Exit status: 0 every step passed, 1 a step failed, 2 no GPU.
+# lists each step's status; gpu-check.json gathers the figures (machine, steps, comparison, benchmarks). Exit status: 0 every step passed, 1 a step failed, 2 no GPU.
 # Variables: PYTHON (default .venv/bin/python, else python3), STEPS (training steps, 300).
 set -u -o pipefail
 
@@ -156,4 +156,22 @@ else
 fi
 
 note "gpu_check: done; $([ $failed = 0 ] && echo 'every step passed' || echo 'some steps FAILED'); results in $OUT/"
+
+# ---------------------------------------------------------------- one file with everything measured
+# gpu-check.json: the machine, each step's status line, the cuda-vs-cpu comparison and both benchmarks'
+# rows (for a session that can bring back only a few files)
+"$PYTHON" - "$OUT" > /dev/null 2>&1 <<'EOF'
+import json, sys
+from pathlib import Path
+out = Path(sys.argv[1])
+def read(name):
+    try:
+        return json.loads((out / name).read_text())
+    except (OSError, ValueError):
+        return None
+bench = {name: (read(f"{name}.json") or {}).get("results") for name in ("bench_sampler", "bench_train")}
+summary = (out / "summary.txt").read_text().splitlines() if (out / "summary.txt").is_file() else []
+(out / "gpu-check.json").write_text(json.dumps({"machine": read("machine.json"), "steps": summary,
+                                                "train_compare": read("train-compare.json"), **bench}, indent=1) + "\n")
+EOF
 exit $failed
