@@ -136,7 +136,7 @@ def _cpu_point(g, geo, padding_mode, align_corners):
 
 
 for _t in (np.float32, np.float64):
-    _c = tuple(_t(v) for v in (1.0, 2.0, 0.5, 4194304.0, 5.0, 4.0, 3.0, 5.0, 4.0))
+    _c = tuple(_t(v) for v in (1.0, 2.0, 0.5, fm.COORD_LIMIT, 5.0, 4.0, 3.0, 5.0, 4.0))
     for _mode in range(3):
         _cpu_point(_t(0.25), _c[:7], _mode, False)
         _cpu_point(_t(0.25), _c, _mode, True)

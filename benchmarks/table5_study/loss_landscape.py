@@ -129,8 +129,8 @@ def main(argv=None) -> int:
     p.add_argument("--blur", type=float, default=0.0, metavar="SIGMA",
                    help="blur every canvas by a Gaussian of SIGMA pixels before cropping (0: none)")
     p.add_argument("--encoder-shift", type=int, default=0, metavar="K",
-                   help="train a fresh encoder (not cached) on digits each shifted by up to K px per axis (0: "
-                        "npstn's cached encoder)")
+                   help="use `npstn colocalise --encoder-shift K`'s encoder, trained on digits each moved by up "
+                        "to K px per axis (cached like the plain one; 0: the plain encoder)")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args(argv)
@@ -139,7 +139,10 @@ def main(argv=None) -> int:
         p.error("--shifts must include 0")
     from npstn.utils.io import atomic_write_json
 
-    encoder = shifted_encoder(args.encoder_shift, args.data_dir) if args.encoder_shift else None
+    try:
+        encoder = shifted_encoder(args.encoder_shift, args.data_dir) if args.encoder_shift else None
+    except ValueError as e:  # ColocaliseConfig's check of --encoder-shift
+        p.error(f"--encoder-shift: {e}")
     out = []
     for d in (int(v) for v in args.digits.split(",")):
         res = landscape(d, args.clutter, shifts, args.batches, args.batch_size, args.margin, args.seed,

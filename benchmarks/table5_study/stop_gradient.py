@@ -41,11 +41,13 @@ from pathlib import Path
 
 
 def main(argv=None) -> int:
+    from npstn.colocalisation import OPTIMIZERS
+
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--digit", type=int, default=3)
     p.add_argument("--clutter", action="store_true", help="TC instead of T")
     p.add_argument("--lr", type=float, default=0.001)
-    p.add_argument("--optimizer", choices=("sgd", "adam"), default="sgd",
+    p.add_argument("--optimizer", choices=OPTIMIZERS, default="sgd",
                    help="SGD with momentum 0.9, or Adam (ColocaliseConfig.optimizer)")
     p.add_argument("--steps", type=int, default=500)
     p.add_argument("--fixed-scale", action="store_true", help="s stays at 28/84 (learn t_x, t_y only)")

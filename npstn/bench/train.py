@@ -428,7 +428,8 @@ def _run_backend(args, backend, configs, images, labels, momentum, torch, out) -
     from npstn.train.data import data_backend
 
     # ---- data: generated (and timed) before the steps, on the backend training uses ------
-    source = DistortedMNIST(args.distortion, backend=data_backend(backend), images=images, labels=labels)
+    distort_on = data_backend(backend)
+    source = DistortedMNIST(args.distortion, backend=distort_on, images=images, labels=labels)
     rng = np.random.default_rng(np.random.SeedSequence(args.seed, spawn_key=(1,)))
     source.sample_batch(args.batch_size, rng)  # compiles the distortion's kernels
     batches, data_times = [], []
@@ -439,7 +440,7 @@ def _run_backend(args, backend, configs, images, labels, momentum, torch, out) -
         batches.append((np.ascontiguousarray(x, dtype=np.float32), y))
     data = stats_ms(data_times)
     print(f"# {backend}: data {data['median_ms']:.2f} ms per batch of {args.batch_size} "
-          f"(median of {len(data_times)}; distorted on the {data_backend(backend) or 'default'} backend, "
+          f"(median of {len(data_times)}; distorted on the {distort_on or 'default'} backend, "
           "as training does)", file=out, flush=True)
 
     tdev = "cuda" if backend == "cuda" else "cpu"
